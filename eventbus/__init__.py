@@ -1,0 +1,84 @@
+"""eventbus: a synchronous, thread-based event bus for Python services on Redis.
+
+Publish from request handlers, handle in-process on a thread pool, and reach browsers
+through the Socket.IO gateway. Start with :class:`EventBus`.
+"""
+
+from __future__ import annotations
+
+from eventbus._bus import EventBus
+from eventbus._config import (
+    ClientConfig,
+    EventBusConfig,
+    OverflowPolicy,
+    PerformanceConfig,
+    RedisConfig,
+)
+from eventbus._errors import (
+    BusClosedError,
+    BusStateError,
+    ConfigurationError,
+    DecodeError,
+    EventBusError,
+    EventTooLargeError,
+    HandlerError,
+    HandlerTimeoutError,
+    InvalidFilterError,
+    InvalidNameError,
+    InvalidPatternError,
+    PublishBufferFullError,
+    PublishTimeoutError,
+    SerializationError,
+    TransportConnectionError,
+    TransportError,
+    ValidationError,
+)
+from eventbus._models import (
+    CheckResult,
+    Event,
+    EventBusStats,
+    Gap,
+    HealthCheckResult,
+    HealthStatus,
+    PublishResult,
+    SubscriptionStats,
+)
+from eventbus._subscription import Subscription
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BusClosedError",
+    "BusStateError",
+    "CheckResult",
+    "ClientConfig",
+    "ConfigurationError",
+    "DecodeError",
+    "Event",
+    "EventBus",
+    "EventBusConfig",
+    "EventBusError",
+    "EventBusStats",
+    "EventTooLargeError",
+    "Gap",
+    "HandlerError",
+    "HandlerTimeoutError",
+    "HealthCheckResult",
+    "HealthStatus",
+    "InvalidFilterError",
+    "InvalidNameError",
+    "InvalidPatternError",
+    "OverflowPolicy",
+    "PerformanceConfig",
+    "PublishBufferFullError",
+    "PublishResult",
+    "PublishTimeoutError",
+    "RedisConfig",
+    "SerializationError",
+    "Subscription",
+    "SubscriptionStats",
+    "TransportConnectionError",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+]

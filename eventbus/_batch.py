@@ -1,0 +1,153 @@
+"""Batched publishing: a bounded queue drained by one flusher thread (DESIGN §6).
+
+With ``performance.batch_size > 1``, :meth:`EventBus.publish` encodes the event and
+hands it here: the flusher sends up to ``batch_size`` messages per round trip
+(:meth:`Transport.publish_many`), at the latest ``batch_interval`` seconds after the
+oldest one arrived. While the transport fails, messages stay queued, in order, and
+are sent when it is back; when ``max_buffer`` are waiting, :meth:`Batcher.put`
+raises :class:`PublishBufferFullError`. What is still queued when the bus closes
+past its timeout is reported as lost, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from eventbus._errors import PublishBufferFullError, TransportError
+from eventbus._stats import Counters
+from eventbus._transports.base import Transport
+
+__all__ = ["Batcher"]
+
+log = logging.getLogger("eventbus.publish")
+
+
+class Batcher:
+    """Queues encoded messages and sends them in pipelined batches."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        batch_size: int,
+        interval: float,
+        capacity: int,
+        timeout: float,
+        counters: Counters,
+        report: Callable[[TransportError], None],
+    ) -> None:
+        self._transport = transport
+        self._batch_size = batch_size
+        self._interval = interval
+        self._capacity = capacity
+        self._timeout = timeout
+        self._counters = counters
+        self._report = report
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eventbus-flusher", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or being sent."""
+        return len(self._queue) + self._in_flight
+
+    def put(self, channel: str, payload: bytes) -> None:
+        """Queue one message.
+
+        Raises:
+            PublishBufferFullError: ``capacity`` messages are already waiting.
+        """
+        with self._cond:
+            if len(self._queue) >= self._capacity:
+                raise PublishBufferFullError(
+                    f"publish buffer full ({self._capacity} events waiting): the server is "
+                    "slow or unreachable",
+                    capacity=self._capacity,
+                )
+            self._queue.append((channel, payload))
+            if len(self._queue) == 1 or len(self._queue) >= self._batch_size:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far was sent; False if ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float) -> int:
+        """Flush within ``timeout``, stop the flusher; return how many were lost."""
+        self.flush(timeout)
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=max(1.0, self._timeout))
+        with self._cond:
+            lost = len(self._queue)
+            self._queue.clear()
+        if lost:
+            self._counters.add("publish_errors", lost)
+            log.error("bus closed with %d batched event(s) unsent: they are lost", lost)
+        return lost
+
+    def _take(self) -> list[tuple[str, bytes]]:
+        """Wait for a batch (full, or due by ``interval``); empty when closing."""
+        with self._cond:
+            while not self._queue:
+                if self._closing.is_set():
+                    return []
+                self._cond.wait()
+            due = time.monotonic() + self._interval
+            while len(self._queue) < self._batch_size and not self._closing.is_set():
+                remaining = due - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+            self._in_flight = len(batch)
+            return batch
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                self._transport.publish_many(batch, self._timeout)
+            except TransportError as exc:
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))
+                    self._in_flight = 0
+                self._report(exc)
+                if self._closing.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except Exception as exc:  # a bug, not an outage: report it and go on
+                log.exception("flusher failed; %d event(s) requeued", len(batch))
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))
+                    self._in_flight = 0
+                self._report(TransportError(f"flusher failed: {exc!r}"))
+                if self._closing.wait(backoff):
+                    return
+                continue
+            backoff = 0.05
+            self._counters.add("events_published", len(batch))
+            with self._cond:
+                self._in_flight = 0
+                self._cond.notify_all()

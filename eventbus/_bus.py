@@ -1,0 +1,897 @@
+"""The :class:`EventBus` facade: lifecycle, publishing, subscriptions, rooms, health."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from eventbus._batch import Batcher
+from eventbus._config import EventBusConfig
+from eventbus._dispatch import Dispatcher, Route
+from eventbus._envelope import SEAL_SIZE, decode, encode, new_event_id, seal
+from eventbus._errors import (
+    BusClosedError,
+    BusStateError,
+    DecodeError,
+    EventBusError,
+    EventTooLargeError,
+    InvalidNameError,
+    TransportError,
+    ValidationError,
+)
+from eventbus._filters import compile_filter
+from eventbus._health import check_health, worst
+from eventbus._layout import Keyspace
+from eventbus._loss import LossTracker
+from eventbus._models import Event, EventBusStats, Gap, HealthCheckResult, PublishResult
+from eventbus._names import validate_event_type, validate_room, validate_user_id
+from eventbus._patterns import compile_pattern, validate_pattern
+from eventbus._retry import RetryPolicy
+from eventbus._stats import Counters, LatencyWindow
+from eventbus._subscription import Subscription
+from eventbus._transports import create_transport
+from eventbus._transports.base import LinkEvent, LinkState, Transport
+
+__all__ = ["EventBus"]
+
+log = logging.getLogger("eventbus")
+
+H = TypeVar("H", bound=Callable[..., Any])
+ErrorHook = Callable[[EventBusError, Event | None], Any]
+GapHook = Callable[[Gap], Any]
+
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "host"
+_instances = itertools.count(1)
+_sub_ids = itertools.count(1)
+_MAX_SEQUENCE_CHANNELS = 10_000
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class EventBus:
+    """Publish events, subscribe handlers, join rooms; one per service process.
+
+    Example::
+
+        from eventbus import EventBus
+
+        with EventBus.from_url("redis://localhost:6379/0", service_name="photo-api") as bus:
+
+            @bus.on("photo.*")
+            def on_photo(event):
+                print(event.type, event.data)
+
+            bus.publish("photo.uploaded", {"photoId": "123"})
+
+    The bus is thread-safe. Handlers run on a thread pool, never on the caller's
+    thread; errors in them go to :meth:`on_error` hooks (or the log), never up.
+
+    Args:
+        config: what to connect to and how; see :class:`EventBusConfig`.
+    """
+
+    def __init__(self, config: EventBusConfig) -> None:
+        if not isinstance(config, EventBusConfig):
+            raise TypeError(f"config must be an EventBusConfig, got {type(config).__name__}")
+        self._config = config
+        self._keys = Keyspace(prefix=config.key_prefix)
+        self._client_id = f"{config.service_name}:{_HOST}:{os.getpid()}:{next(_instances)}"
+        self._state = _State.NEW
+        self._lock = threading.RLock()  # lifecycle, subscriptions and rooms; never the hot path
+        self._transport: Transport | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._batcher: Batcher | None = None
+        self._counters = Counters()
+        self._handler_latency = LatencyWindow()
+        self._delivery_latency = LatencyWindow()
+        self._routes: dict[str, Route] = {}
+        self._pattern_routes: dict[str, tuple[Route, ...]] = {}
+        self._all_routes: tuple[Route, ...] = ()
+        self._rooms: set[str] = set()
+        self._sequences: dict[str, Callable[[], int]] = {}
+        self._loss = LossTracker()
+        self._error_hooks: list[ErrorHook] = []
+        self._gap_hooks: list[GapHook] = []
+        self._logged_decode_kinds: set[str] = set()
+        self._started_at = 0.0
+        self._last_message_at: float | None = None
+        self._drops_seen = 0
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_wake = threading.Event()
+        self._stop = threading.Event()
+        self._max_size = config.max_event_size
+        self._publish_timeout = config.publish_timeout
+        if config.log_level is not None:
+            level = config.log_level.upper()
+            logging.getLogger("eventbus").setLevel("WARNING" if level == "WARN" else level)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, *, service_name: str, **options: Any) -> EventBus:
+        """A bus for the transport at ``url``; ``options`` are :class:`EventBusConfig` fields.
+
+        Example::
+
+            bus = EventBus.from_url("redis://localhost:6379/0", service_name="photo-api")
+        """
+        return cls(EventBusConfig.from_url(url, service_name=service_name, **options))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> EventBus:
+        """A bus configured from environment variables (see :meth:`EventBusConfig.from_env`)."""
+        return cls(EventBusConfig.from_env(environ, **options))
+
+    @property
+    def config(self) -> EventBusConfig:
+        """The configuration this bus was made with."""
+        return self._config
+
+    @property
+    def client_id(self) -> str:
+        """This bus's id: ``<service_name>:<host>:<pid>:<n>``."""
+        return self._client_id
+
+    @property
+    def service_name(self) -> str:
+        """The service this bus publishes as (``event.source``)."""
+        return self._config.service_name
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect the transport and start the listener, handler pool and heartbeat.
+
+        Subscriptions and rooms made before connecting become live now. Calling it on
+        a connected bus does nothing.
+
+        Raises:
+            TransportConnectionError: the server cannot be reached (the bus stays
+                unconnected and ``connect()`` may be called again).
+            BusClosedError: the bus was disconnected before.
+        """
+        with self._lock:
+            if self._state is _State.CONNECTED:
+                return
+            if self._state is _State.CLOSED:
+                raise BusClosedError("this bus was disconnected; create a new EventBus")
+            config = self._config
+            transport = create_transport(
+                config.url or config.transport_url,
+                redis=config.redis,
+                client_name=self._client_id,
+                control_channel=self._keys.control_channel(self._client_id),
+            )
+            timeout = config.operation_timeout
+            transport.start(_Sink(self))
+            try:
+                transport.subscribe([self._keys.broadcast_channel], timeout)
+                if self._rooms:
+                    transport.subscribe(
+                        [self._keys.room_channel(room) for room in sorted(self._rooms)], timeout
+                    )
+                if self._pattern_routes:
+                    transport.psubscribe(list(self._pattern_routes), timeout)
+            except BaseException:
+                transport.stop(timeout)
+                raise
+            self._transport = transport
+            self._stop.clear()
+            self._dispatcher = Dispatcher(
+                threads=config.handler_threads,
+                counters=self._counters,
+                handler_latency=self._handler_latency,
+                delivery_latency=self._delivery_latency,
+                report=self._report,
+            )
+            if config.performance.batch_size > 1:
+                self._batcher = Batcher(
+                    transport=transport,
+                    batch_size=config.performance.batch_size,
+                    interval=config.performance.batch_interval,
+                    capacity=config.performance.max_buffer,
+                    timeout=config.publish_timeout,
+                    counters=self._counters,
+                    report=self._report_transport,
+                )
+            self._started_at = time.monotonic()
+            self._state = _State.CONNECTED
+            self._heartbeat = threading.Thread(
+                target=self._run_heartbeat, name="eventbus-heartbeat", daemon=True
+            )
+            self._heartbeat.start()
+        log.info("bus %s connected to %s", self._client_id, config.transport_url)
+
+    def is_connected(self) -> bool:
+        """True between :meth:`connect` and :meth:`disconnect`."""
+        return self._state is _State.CONNECTED
+
+    def disconnect(self, timeout: float | None = None) -> None:
+        """Flush batched publishes, let queued handlers finish, stop every thread.
+
+        ``timeout`` (default ``config.shutdown_timeout``) bounds the flush and the
+        handlers' drain each; what is still queued then is dropped and counted,
+        a handler still running is left to finish on its own. A disconnected bus
+        cannot connect again. Calling it twice does nothing.
+        """
+        timeout = self._config.shutdown_timeout if timeout is None else timeout
+        with self._lock:
+            if self._state is _State.CLOSED:
+                return
+            was_connected = self._state is _State.CONNECTED
+            self._state = _State.CLOSED
+            transport, dispatcher, batcher = self._transport, self._dispatcher, self._batcher
+        if not was_connected or transport is None or dispatcher is None:
+            return
+        if batcher is not None:
+            batcher.close(timeout)
+        self._stop.set()
+        self._heartbeat_wake.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=max(1.0, self._config.operation_timeout))
+        self._unregister(transport)
+        transport.stop(self._config.operation_timeout)
+        if not dispatcher.shutdown(timeout):
+            leftover = sum(dispatcher.deactivate(route) for route in self._all_routes)
+            self._counters.add("events_dropped", leftover)
+            log.warning(
+                "bus closed after %.1fs with handlers still running and %d queued event(s) "
+                "unhandled",
+                timeout,
+                leftover,
+            )
+        log.info("bus %s disconnected", self._client_id)
+
+    def __enter__(self) -> EventBus:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+    def _require_connected(self) -> Transport:
+        transport = self._transport
+        if self._state is not _State.CONNECTED or transport is None:
+            if self._state is _State.CLOSED:
+                raise BusClosedError("this bus was disconnected; create a new EventBus")
+            raise BusStateError("the bus is not connected: call connect() or use `with bus:`")
+        return transport
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish(
+        self,
+        event_type: str,
+        data: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PublishResult:
+        """Send an event to every subscription whose pattern matches ``event_type``.
+
+        Args:
+            event_type: dotted name, e.g. ``photo.uploaded``.
+            data: any JSON-serialisable value.
+            headers: string metadata (``traceparent``, a correlation id...).
+            event_id: reuse an id (for a retried publish: subscribers drop the copy);
+                a new ULID by default.
+            timeout: the publish deadline in seconds (default
+                ``config.publish_timeout``).
+
+        Raises:
+            ValidationError: bad type, data, headers or size; nothing was sent.
+            PublishTimeoutError, TransportConnectionError: the server failed.
+            PublishBufferFullError: batching is on and its buffer is full.
+            BusStateError: the bus is not connected.
+        """
+        validate_event_type(event_type)
+        return self._send(
+            self._keys.event_channel(event_type), event_type, data, headers, event_id, timeout
+        )
+
+    def publish_to_room(
+        self,
+        room: str,
+        event_type: str,
+        data: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PublishResult:
+        """Send an event to the members of ``room`` (buses that joined it, and sockets).
+
+        Takes the arguments and raises the errors of :meth:`publish`.
+        """
+        validate_room(room)
+        validate_event_type(event_type)
+        return self._send(
+            self._keys.room_channel(room), event_type, data, headers, event_id, timeout, room=room
+        )
+
+    def publish_to_user(
+        self,
+        user_id: str,
+        event_type: str,
+        data: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PublishResult:
+        """Send an event to one user: the same as :meth:`publish_to_room` on ``user:<id>``.
+
+        Takes the arguments and raises the errors of :meth:`publish`.
+        """
+        validate_user_id(user_id)
+        validate_event_type(event_type)
+        room = f"user:{user_id}"
+        return self._send(
+            self._keys.room_channel(room),
+            event_type,
+            data,
+            headers,
+            event_id,
+            timeout,
+            room=room,
+            user=user_id,
+        )
+
+    def broadcast(
+        self,
+        event_type: str,
+        data: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PublishResult:
+        """Send an event to matching subscriptions on every bus and to every socket.
+
+        Takes the arguments and raises the errors of :meth:`publish`.
+        """
+        validate_event_type(event_type)
+        return self._send(
+            self._keys.broadcast_channel,
+            event_type,
+            data,
+            headers,
+            event_id,
+            timeout,
+            broadcast=True,
+        )
+
+    def _send(
+        self,
+        channel: str,
+        event_type: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        event_id: str | None,
+        timeout: float | None,
+        *,
+        room: str | None = None,
+        user: str | None = None,
+        broadcast: bool = False,
+    ) -> PublishResult:
+        if event_id is None:
+            event_id = new_event_id()
+        elif not isinstance(event_id, str) or _EVENT_ID.fullmatch(event_id) is None:
+            raise InvalidNameError(f"event_id must be 1-64 of A-Z a-z 0-9 _ -, got {event_id!r}")
+        body = encode(
+            event_id=event_id,
+            event_type=event_type,
+            source=self._config.service_name,
+            moment=dt.datetime.now(dt.UTC),
+            data=data,
+            publisher=self._client_id,
+            room=room,
+            user=user,
+            broadcast=broadcast,
+            headers=headers,
+        )
+        if len(body) + SEAL_SIZE > self._max_size:
+            raise EventTooLargeError(
+                f"event {event_type} is {len(body)} bytes encoded; the limit is {self._max_size}",
+                size=len(body),
+                limit=self._max_size,
+            )
+        transport = self._require_connected()
+        counter = self._sequences.get(channel)
+        if counter is None:
+            if len(self._sequences) >= _MAX_SEQUENCE_CHANNELS:
+                self._sequences.clear()  # subscribers see the numbers restart, not a gap
+            counter = self._sequences.setdefault(channel, itertools.count(1).__next__)
+        payload = seal(body, counter())
+        batcher = self._batcher
+        if batcher is not None:
+            batcher.put(channel, payload)
+            return PublishResult(
+                event_id=event_id, receivers=None, event_type=event_type, channel=channel
+            )
+        try:
+            receivers = transport.publish(
+                channel, payload, self._publish_timeout if timeout is None else timeout
+            )
+        except TransportError:
+            self._counters.add("publish_errors")
+            raise
+        self._counters.add("events_published")
+        return PublishResult(
+            event_id=event_id, receivers=receivers, event_type=event_type, channel=channel
+        )
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every batched publish so far was sent.
+
+        Returns True at once when batching is off; False if ``timeout`` seconds passed
+        with publishes still waiting (they stay queued).
+        """
+        batcher = self._batcher
+        return True if batcher is None else batcher.flush(timeout)
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        pattern: str,
+        handler: Callable[[Event], Any],
+        *,
+        retry_on_error: bool = False,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        filter: Mapping[str, Any] | Callable[[Event], bool] | None = None,  # noqa: A002
+        concurrency: int = 1,
+    ) -> Subscription:
+        """Run ``handler`` for every event whose type matches ``pattern``.
+
+        Patterns use Redis glob rules: ``*`` matches any run of characters including
+        dots (``photo.*`` gets ``photo.uploaded`` and ``photo.processing.completed``),
+        ``?`` one character, ``[abc]`` a class. The subscription also receives
+        matching events of rooms this bus joined, and broadcasts.
+
+        Args:
+            pattern: the glob pattern on event types.
+            handler: called with each :class:`Event` on a handler thread.
+            retry_on_error: retry a handler that raises, with exponential backoff.
+            max_retries: retries after the first attempt (default
+                ``config.performance.max_retries``); needs ``retry_on_error``.
+            timeout: seconds an attempt may take; a longer one counts as failed and
+                the subscription moves on (the thread cannot be stopped).
+            filter: a Node-style condition tree or a callable ``Event -> bool``;
+                events it rejects never reach a handler thread.
+            concurrency: handler runs of this subscription at once; 1 keeps publish
+                order.
+
+        Raises:
+            InvalidPatternError, InvalidFilterError, ValidationError: bad arguments.
+            TransportError: the server did not confirm the subscription.
+        """
+        validate_pattern(pattern)
+        if not callable(handler):
+            raise ValidationError(f"handler must be callable, got {handler!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise ValidationError(f"timeout must be a number > 0 or None, got {timeout!r}")
+        perf = self._config.performance
+        retries = perf.max_retries if max_retries is None else max_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        route = Route(
+            sub_id=f"sub-{next(_sub_ids)}",
+            pattern=compile_pattern(pattern),
+            handler=handler,
+            event_filter=compile_filter(filter),
+            retry=RetryPolicy(
+                max_retries=retries if retry_on_error else 0,
+                initial_delay=perf.retry_delay,
+                max_delay=perf.retry_max_delay,
+                jitter=perf.retry_delay,
+            ),
+            timeout=timeout,
+            concurrency=concurrency,
+            queue_size=self._config.queue_size,
+            overflow=self._config.overflow,
+            block_timeout=self._config.block_timeout,
+        )
+        key = self._keys.event_pattern(pattern)
+        with self._lock:
+            if self._state is _State.CLOSED:
+                raise BusClosedError("this bus was disconnected; create a new EventBus")
+            existing = self._pattern_routes.get(key, ())
+            self._routes[route.id] = route
+            self._pattern_routes[key] = (*existing, route)
+            self._all_routes = (*self._all_routes, route)
+            if not existing and self._transport is not None and self._state is _State.CONNECTED:
+                try:
+                    self._transport.psubscribe([key], self._config.operation_timeout)
+                except BaseException:
+                    self._drop_route(route)
+                    raise
+        return Subscription(self, route)
+
+    def on(
+        self,
+        pattern: str,
+        *,
+        retry_on_error: bool = False,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        filter: Mapping[str, Any] | Callable[[Event], bool] | None = None,  # noqa: A002
+        concurrency: int = 1,
+    ) -> Callable[[H], H]:
+        """Decorator form of :meth:`subscribe`, with the same options.
+
+        Example::
+
+            @bus.on("photo.processing.*", retry_on_error=True, max_retries=3)
+            def on_processing(event: Event) -> None: ...
+        """
+
+        def decorate(handler: H) -> H:
+            self.subscribe(
+                pattern,
+                handler,
+                retry_on_error=retry_on_error,
+                max_retries=max_retries,
+                timeout=timeout,
+                filter=filter,
+                concurrency=concurrency,
+            )
+            return handler
+
+        return decorate
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a subscription; its queued events are dropped. False if unknown."""
+        with self._lock:
+            route = self._routes.get(subscription_id)
+            if route is None:
+                return False
+            key = self._drop_route(route)
+            if key is not None and self._transport is not None and self.is_connected():
+                self._transport.punsubscribe([key], self._config.operation_timeout)
+        return True
+
+    def _drop_route(self, route: Route) -> str | None:
+        """Remove ``route`` (lock held); the pattern key if no route uses it any more."""
+        self._routes.pop(route.id, None)
+        self._all_routes = tuple(r for r in self._all_routes if r is not route)
+        key = self._keys.event_pattern(route.pattern.source)
+        remaining = tuple(r for r in self._pattern_routes.get(key, ()) if r is not route)
+        dropped = self._dispatcher.deactivate(route) if self._dispatcher else 0
+        route.active = False
+        if dropped:
+            self._counters.add("events_dropped", dropped)
+        if remaining:
+            self._pattern_routes[key] = remaining
+            return None
+        self._pattern_routes.pop(key, None)
+        self._loss.forget(key)
+        return key
+
+    def subscriptions(self) -> list[Subscription]:
+        """The active subscriptions, oldest first."""
+        return [Subscription(self, route) for route in self._all_routes]
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def on_error(self, hook: ErrorHook) -> ErrorHook:
+        """Call ``hook(error, event)`` for every failure the bus cannot raise to a caller.
+
+        ``error`` is a :class:`HandlerError` (a handler's last attempt failed; the
+        handler's exception is ``error.__cause__``), a :class:`DecodeError`, or a
+        :class:`TransportError` from a background thread; ``event`` is the event
+        concerned or None. Without hooks, failures are logged. Usable as a decorator.
+        """
+        self._error_hooks.append(hook)
+        return hook
+
+    def on_gap(self, hook: GapHook) -> GapHook:
+        """Call ``hook(gap)`` when events may have been lost (see :class:`Gap`).
+
+        Without hooks, gaps are logged as warnings. Usable as a decorator.
+        """
+        self._gap_hooks.append(hook)
+        return hook
+
+    def _report(self, error: EventBusError, event: Event | None) -> None:
+        hooks = self._error_hooks
+        if not hooks:
+            log.error("%s", error, exc_info=error.__cause__ or error)
+            return
+        for hook in hooks:
+            try:
+                hook(error, event)
+            except Exception:
+                self._counters.add("hook_errors")
+                log.exception("error hook %r failed", hook)
+
+    def _report_transport(self, error: TransportError) -> None:
+        self._report(error, None)
+
+    def _report_gap(self, gap: Gap) -> None:
+        self._counters.add("gaps_detected")
+        hooks = self._gap_hooks
+        if not hooks:
+            log.warning("possible event loss: %s", gap.detail)
+            return
+        for hook in hooks:
+            try:
+                hook(gap)
+            except Exception:
+                self._counters.add("hook_errors")
+                log.exception("gap hook %r failed", hook)
+
+    # -- the listener side (called by _Sink on the transport's listener thread) --------
+
+    def _on_message(self, key: str, channel: str, payload: bytes) -> None:
+        self._last_message_at = time.monotonic()
+        try:
+            decoded = decode(payload, channel)
+        except DecodeError as exc:
+            self._counters.add("decode_errors")
+            if exc.kind not in self._logged_decode_kinds:
+                self._logged_decode_kinds.add(exc.kind)
+                log.warning("undecodable message on %s (%s; logged once per kind)", channel, exc)
+            self._report(exc, None)
+            return
+        event = decoded.event
+        loss = self._loss
+        if loss.is_duplicate(key, event.id):
+            self._counters.add("duplicates_dropped")
+            return
+        if decoded.publisher is not None and decoded.sequence is not None:
+            gap = loss.check(key, channel, decoded.publisher, decoded.sequence)
+            if gap is not None:
+                self._report_gap(gap)
+        routes = self._pattern_routes.get(key)
+        if routes is None:  # a room or the broadcast channel: match types here
+            routes = tuple(r for r in self._all_routes if r.pattern.matches(event.type))
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        for route in routes:
+            if route.filter is not None:
+                try:
+                    accepted = route.filter(event)
+                except Exception as exc:
+                    self._counters.add("filter_errors")
+                    error = ValidationError(f"filter of {route.id} raised on {event.id}: {exc!r}")
+                    error.__cause__ = exc
+                    self._report(error, event)
+                    continue
+                if not accepted:
+                    self._counters.add("events_filtered")
+                    continue
+            self._counters.add("events_received")
+            dispatcher.offer(route, event)
+
+    def _on_link(self, change: LinkEvent) -> None:
+        if change.state is LinkState.DISCONNECTED:
+            log.warning("listener disconnected (%s); reconnecting", change.reason)
+            return
+        self._counters.add("reconnects")
+        self._loss.reset()
+        self._heartbeat_wake.set()  # re-register presence now: the server may have lost it
+        self._report_gap(
+            Gap(
+                reason="reconnect",
+                detail=f"the listener was disconnected ({change.reason}); events published "
+                "meanwhile did not arrive",
+            )
+        )
+
+    # -- rooms -------------------------------------------------------------------------
+
+    def join_room(self, room: str) -> None:
+        """Receive events published to ``room`` and appear in its member list.
+
+        Membership is refreshed by the heartbeat and expires ``presence_ttl`` seconds
+        after the process dies. Joining before :meth:`connect` takes effect on connect.
+
+        Raises:
+            InvalidNameError: ``room`` breaks the naming rules.
+            TransportError: the server failed.
+        """
+        validate_room(room)
+        with self._lock:
+            if room in self._rooms:
+                return
+            self._rooms.add(room)
+            if self.is_connected() and self._transport is not None:
+                try:
+                    timeout = self._config.operation_timeout
+                    self._transport.subscribe([self._keys.room_channel(room)], timeout)
+                    self._refresh_presence(self._transport, [room])
+                except BaseException:
+                    self._rooms.discard(room)
+                    raise
+
+    def leave_room(self, room: str) -> None:
+        """Stop receiving ``room``'s events and leave its member list."""
+        validate_room(room)
+        with self._lock:
+            if room not in self._rooms:
+                return
+            self._rooms.discard(room)
+            if self.is_connected() and self._transport is not None:
+                timeout = self._config.operation_timeout
+                self._transport.unsubscribe([self._keys.room_channel(room)], timeout)
+                zset, hash_ = self._keys.presence_keys(room)
+                self._transport.presence_remove(zset, hash_, self._client_id, timeout)
+
+    def get_room_members(self, room: str) -> list[str]:
+        """Members of ``room`` across every process: bus client ids and socket user ids.
+
+        Raises:
+            InvalidNameError: ``room`` breaks the naming rules.
+            TransportError: the server failed.
+        """
+        validate_room(room)
+        transport = self._require_connected()
+        zset, hash_ = self._keys.presence_keys(room)
+        return transport.presence_members(zset, hash_, self._config.operation_timeout)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this bus has joined."""
+        return frozenset(self._rooms)
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def _info(self) -> bytes:
+        stats = self.get_stats()
+        doc = {
+            "client_id": self._client_id,
+            "service": self._config.service_name,
+            "host": _HOST,
+            "pid": os.getpid(),
+            "transport": self._config.transport_url,
+            "subscriptions": sorted({r.pattern.source for r in self._all_routes}),
+            "rooms": sorted(self._rooms),
+            "stats": {k: v for k, v in stats.as_dict().items() if k != "subscriptions"},
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _refresh_presence(self, transport: Transport, rooms: list[str]) -> None:
+        info = json.dumps({"client_id": self._client_id, "kind": "bus"}).encode()
+        timeout = self._config.operation_timeout
+        for room in rooms:
+            zset, hash_ = self._keys.presence_keys(room)
+            transport.presence_set(
+                zset, hash_, self._client_id, info, self._config.presence_ttl, timeout
+            )
+
+    def _run_heartbeat(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        interval = self._config.heartbeat_interval
+        while not self._stop.is_set():
+            try:
+                zset, hash_ = self._keys.client_keys
+                transport.client_set(
+                    zset,
+                    hash_,
+                    self._client_id,
+                    self._info(),
+                    self._config.presence_ttl,
+                    self._config.operation_timeout,
+                )
+                self._refresh_presence(transport, sorted(self._rooms))
+            except TransportError as exc:
+                self._counters.add("heartbeat_errors")
+                log.warning("heartbeat failed: %s", exc)
+            except Exception as exc:
+                self._counters.add("heartbeat_errors")
+                log.exception("heartbeat failed")
+                self._report(EventBusError(f"heartbeat failed: {exc!r}"), None)
+            self._heartbeat_wake.wait(interval)
+            self._heartbeat_wake.clear()
+
+    def _unregister(self, transport: Transport) -> None:
+        timeout = min(1.0, self._config.operation_timeout)
+        try:
+            zset, hash_ = self._keys.client_keys
+            transport.client_remove(zset, hash_, self._client_id, timeout)
+            for room in sorted(self._rooms):
+                zset, hash_ = self._keys.presence_keys(room)
+                transport.presence_remove(zset, hash_, self._client_id, timeout)
+        except TransportError as exc:
+            log.warning("could not remove this bus's presence on disconnect: %s", exc)
+
+    # -- monitoring --------------------------------------------------------------------
+
+    def get_stats(self) -> EventBusStats:
+        """A frozen snapshot of this bus's counters."""
+        values = self._counters.snapshot()
+        handler_p50, handler_p99 = self._handler_latency.percentiles_ms(0.5, 0.99)
+        delivery_p50, delivery_p99 = self._delivery_latency.percentiles_ms(0.5, 0.99)
+        dispatcher = self._dispatcher
+        routes = self._all_routes
+        return EventBusStats(
+            events_published=values.get("events_published", 0),
+            events_received=values.get("events_received", 0),
+            events_handled=values.get("events_handled", 0),
+            events_failed=values.get("events_failed", 0),
+            events_retried=values.get("events_retried", 0),
+            events_dropped=values.get("events_dropped", 0),
+            events_filtered=values.get("events_filtered", 0),
+            decode_errors=values.get("decode_errors", 0),
+            publish_errors=values.get("publish_errors", 0),
+            handler_timeouts=values.get("handler_timeouts", 0),
+            abandoned_handlers=dispatcher.abandoned if dispatcher else 0,
+            active_subscriptions=len(routes),
+            rooms=len(self._rooms),
+            reconnects=values.get("reconnects", 0),
+            gaps_detected=values.get("gaps_detected", 0),
+            hook_errors=values.get("hook_errors", 0),
+            handler_p50_ms=handler_p50,
+            handler_p99_ms=handler_p99,
+            delivery_p50_ms=delivery_p50,
+            delivery_p99_ms=delivery_p99,
+            subscriptions=tuple(route.stats() for route in routes),
+            uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
+        )
+
+    def health_check(self) -> HealthCheckResult:
+        """Ping the server and look at the threads; never raises.
+
+        ``status`` is ``unhealthy`` if the bus is not connected, the server does not
+        answer or the listener thread is dead; ``degraded`` if the server is slow
+        (over 100 ms), handler threads are stuck past their timeout, or events were
+        dropped since the last check; else ``healthy``.
+        """
+        dropped = self._counters.get("events_dropped")
+        new_drops, self._drops_seen = dropped - self._drops_seen, dropped
+        dispatcher = self._dispatcher
+        checks = check_health(
+            transport=self._transport if self.is_connected() else None,
+            timeout=self._config.operation_timeout,
+            last_message_at=self._last_message_at,
+            abandoned=dispatcher.abandoned if dispatcher else 0,
+            new_drops=new_drops,
+        )
+        return HealthCheckResult(
+            status=worst(checks),
+            uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
+            checks=checks,
+            service_name=self._config.service_name,
+            client_id=self._client_id,
+            transport=self._config.transport_url,
+        )
+
+
+class _Sink:
+    """Adapts the bus to :class:`~eventbus._transports.base.MessageSink`."""
+
+    __slots__ = ("on_link", "on_message")
+
+    def __init__(self, bus: EventBus) -> None:
+        self.on_message = bus._on_message
+        self.on_link = bus._on_link

@@ -1,0 +1,77 @@
+"""The checks behind :meth:`EventBus.health_check` (DESIGN §6, §2)."""
+
+from __future__ import annotations
+
+import time
+
+from eventbus._errors import TransportError
+from eventbus._models import CheckResult, HealthStatus
+from eventbus._transports.base import Transport
+
+__all__ = ["SLOW_PING", "check_health", "worst"]
+
+#: A ping slower than this (seconds) makes the bus ``degraded``.
+SLOW_PING = 0.1
+
+_RANK: dict[HealthStatus, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def worst(results: dict[str, CheckResult]) -> HealthStatus:
+    """The worst status among ``results`` (``healthy`` when empty)."""
+    status: HealthStatus = "healthy"
+    for result in results.values():
+        if _RANK[result.status] > _RANK[status]:
+            status = result.status
+    return status
+
+
+def check_health(
+    *,
+    transport: Transport | None,
+    timeout: float,
+    last_message_at: float | None,
+    abandoned: int,
+    new_drops: int,
+) -> dict[str, CheckResult]:
+    """Run every check; never raises. ``transport`` is None when not connected."""
+    if transport is None:
+        return {"transport": CheckResult(status="unhealthy", detail="not connected")}
+    checks: dict[str, CheckResult] = {}
+    try:
+        latency = transport.ping(timeout)
+    except TransportError as exc:
+        checks["transport"] = CheckResult(status="unhealthy", detail=f"ping failed: {exc}")
+    else:
+        slow = latency > SLOW_PING
+        checks["transport"] = CheckResult(
+            status="degraded" if slow else "healthy",
+            detail=f"{transport.name} ping {latency * 1000:.2f} ms" + (" (slow)" if slow else ""),
+            value=round(latency * 1000, 3),
+        )
+    alive = transport.listener_alive()
+    checks["listener"] = CheckResult(
+        status="healthy" if alive else "unhealthy",
+        detail="listener thread running" if alive else "listener thread is dead",
+    )
+    if last_message_at is None:
+        checks["last_message"] = CheckResult(status="healthy", detail="no message yet")
+    else:
+        age = time.monotonic() - last_message_at
+        checks["last_message"] = CheckResult(
+            status="healthy", detail=f"last message {age:.1f}s ago", value=round(age, 3)
+        )
+    checks["handlers"] = CheckResult(
+        status="degraded" if abandoned else "healthy",
+        detail=f"{abandoned} handler thread(s) stuck past their timeout"
+        if abandoned
+        else "no stuck handler",
+        value=float(abandoned),
+    )
+    checks["queues"] = CheckResult(
+        status="degraded" if new_drops else "healthy",
+        detail=f"{new_drops} event(s) dropped by full queues since the last check"
+        if new_drops
+        else "no drops since the last check",
+        value=float(new_drops),
+    )
+    return checks

@@ -1,0 +1,232 @@
+"""Value classes handed to users: events, results, health and statistics snapshots.
+
+All are frozen, keyword-only attrs classes; change one with :func:`attrs.evolve`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "CheckResult",
+    "Event",
+    "EventBusStats",
+    "Gap",
+    "HealthCheckResult",
+    "HealthStatus",
+    "PublishResult",
+    "SubscriptionStats",
+]
+
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+
+
+def _frozen_headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return {} if value is None else dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """One event as a handler receives it.
+
+    Treat ``data`` as read-only: every subscription of a bus shares one decoded copy.
+
+    Example::
+
+        @bus.on("photo.uploaded")
+        def on_upload(event: Event) -> None:
+            print(event.type, event.data["photoId"], event.source, event.time)
+
+    Attributes:
+        id: unique and sortable by creation time (a ULID).
+        type: the event type, e.g. ``photo.uploaded``.
+        data: the JSON payload.
+        source: the ``service_name`` of the publishing bus.
+        time: when it was published (aware, UTC).
+        room: the room it was published to, or None for plain publishes and
+            broadcasts (a user ``U`` is room ``user:U``).
+        user: the user id of :meth:`EventBus.publish_to_user`, else None.
+        broadcast: True if it came through :meth:`EventBus.broadcast`.
+        headers: string metadata (``traceparent``, correlation ids...).
+        delivery_attempt: 1 for the first attempt of a handler, 2 for its first retry...
+        group: the durable group it was delivered through, or None for fan-out.
+    """
+
+    id: str
+    type: str
+    data: Any
+    source: str
+    time: dt.datetime
+    room: str | None = None
+    user: str | None = None
+    broadcast: bool = False
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_headers)
+    delivery_attempt: int = 1
+    group: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Gap:
+    """Events may have been lost on the way to this bus (handed to ``on_gap`` hooks).
+
+    Pub/sub is at-most-once; the bus cannot get lost events back, but it never loses
+    them silently.
+
+    Attributes:
+        reason: ``sequence`` (a publisher's sequence number jumped), or
+            ``reconnect`` (the listener was disconnected; anything published
+            meanwhile is lost).
+        detail: a human-readable explanation.
+        channel: the channel concerned, if one.
+        publisher: the publishing bus's client id, for ``sequence`` gaps.
+        missed: how many events are missing, when known.
+    """
+
+    reason: Literal["sequence", "reconnect"]
+    detail: str
+    channel: str | None = None
+    publisher: str | None = None
+    missed: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PublishResult:
+    """What :meth:`EventBus.publish` and friends return.
+
+    Attributes:
+        event_id: the id of the published event.
+        receivers: how many subscriptions the server delivered it to (Redis counts a
+            bus once per matching pattern or channel); None while the publish waits in
+            the batch queue.
+        event_type: the type published.
+        channel: the channel it went to.
+    """
+
+    event_id: str
+    receivers: int | None
+    event_type: str
+    channel: str
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One named check of :meth:`EventBus.health_check`.
+
+    Attributes:
+        status: ``healthy``, ``degraded`` or ``unhealthy``.
+        detail: a short explanation.
+        value: the measured number, if any (a latency in ms, an age in s, a count).
+    """
+
+    status: HealthStatus
+    detail: str
+    value: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HealthCheckResult:
+    """The bus's health: the worst of its checks.
+
+    Attributes:
+        status: ``healthy``, ``degraded`` or ``unhealthy``.
+        uptime: seconds since :meth:`EventBus.connect`.
+        checks: each check by name (``transport``, ``listener``, ``last_message``,
+            ``handlers``, ``queues``).
+        service_name: this bus's service.
+        client_id: this bus's client id.
+        transport: the transport URL, password masked.
+    """
+
+    status: HealthStatus
+    uptime: float
+    checks: Mapping[str, CheckResult]
+    service_name: str
+    client_id: str
+    transport: str
+
+    @property
+    def healthy(self) -> bool:
+        """True if ``status == "healthy"``."""
+        return self.status == "healthy"
+
+
+@attrs.frozen(kw_only=True)
+class SubscriptionStats:
+    """Counters of one subscription.
+
+    Attributes:
+        id, pattern: which subscription.
+        queued: events waiting now.
+        received, handled, failed, retried, dropped: counts since it was made.
+    """
+
+    id: str
+    pattern: str
+    queued: int
+    received: int
+    handled: int
+    failed: int
+    retried: int
+    dropped: int
+
+
+@attrs.frozen(kw_only=True)
+class EventBusStats:
+    """A snapshot of a bus's counters (:meth:`EventBus.get_stats`).
+
+    Attributes:
+        events_published: events handed to the transport.
+        events_received: events delivered to this bus's subscriptions (one per
+            subscription that matched).
+        events_handled: handler runs that succeeded (including after retries).
+        events_failed: events whose handler failed its last attempt.
+        events_retried: retry attempts made.
+        events_dropped: events discarded by a full subscription queue.
+        events_filtered: events a subscription's filter rejected.
+        decode_errors: messages from the wire that did not decode.
+        publish_errors: publishes that raised.
+        handler_timeouts: handler attempts that ran past their timeout.
+        abandoned_handlers: handler threads still stuck past their timeout now.
+        active_subscriptions: subscriptions now.
+        rooms: rooms this bus has joined now.
+        reconnects: times the listener reconnected.
+        gaps_detected: times possible loss was reported to ``on_gap`` hooks.
+        hook_errors: exceptions raised by error or gap hooks.
+        handler_p50_ms, handler_p99_ms: handler duration percentiles over recent
+            runs (None before any run).
+        delivery_p50_ms, delivery_p99_ms: publish-to-handler-start latency
+            percentiles over recent events (None before any).
+        subscriptions: per-subscription counters.
+        uptime: seconds since connect.
+    """
+
+    events_published: int = 0
+    events_received: int = 0
+    events_handled: int = 0
+    events_failed: int = 0
+    events_retried: int = 0
+    events_dropped: int = 0
+    events_filtered: int = 0
+    decode_errors: int = 0
+    publish_errors: int = 0
+    handler_timeouts: int = 0
+    abandoned_handlers: int = 0
+    active_subscriptions: int = 0
+    rooms: int = 0
+    reconnects: int = 0
+    gaps_detected: int = 0
+    hook_errors: int = 0
+    handler_p50_ms: float | None = None
+    handler_p99_ms: float | None = None
+    delivery_p50_ms: float | None = None
+    delivery_p99_ms: float | None = None
+    subscriptions: tuple[SubscriptionStats, ...] = ()
+    uptime: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-serialisable data."""
+        return attrs.asdict(self, recurse=True)

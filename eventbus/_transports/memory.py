@@ -1,0 +1,229 @@
+"""The embedded ``memory://`` transport: an in-process broker, standard library only.
+
+Buses in one process that use the same URL share one broker, as if they shared one
+Redis: ``memory://`` is the default broker, ``memory://name`` a separate one (tests
+use a fresh name each to stay apart). Delivery semantics mirror Redis pub/sub:
+patterns match with the same glob rules (one matcher, :mod:`eventbus._patterns`),
+a message matching two patterns of one bus arrives once per pattern, and each bus
+gets its messages on its own listener thread. Presence and the client registry
+expire the way the Redis keys do. Nothing crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from eventbus._errors import ConfigurationError, TransportConnectionError
+from eventbus._patterns import compile_glob
+from eventbus._transports.base import ClientRecord, MessageSink
+
+__all__ = ["MemoryBroker", "MemoryTransport"]
+
+log = logging.getLogger("eventbus.transport")
+
+_STOP = ("", "", b"")  # compared by identity: no real message is this tuple
+
+
+class _Registry:
+    """Members with an expiry and an info document (a room, or the client list)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, bytes]] = {}
+
+    def set(self, member: str, info: bytes, ttl: float) -> None:
+        self.entries[member] = (time.time() + ttl, info)
+
+    def live(self) -> dict[str, tuple[float, bytes]]:
+        now = time.time()
+        for member in [m for m, (expiry, _) in self.entries.items() if expiry < now]:
+            del self.entries[member]
+        return self.entries
+
+
+class MemoryBroker:
+    """One shared in-process pub/sub hub with presence storage."""
+
+    _brokers: ClassVar[dict[str, MemoryBroker]] = {}
+    _brokers_lock = threading.Lock()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.transports: set[MemoryTransport] = set()
+        self.registries: dict[str, _Registry] = {}
+
+    @classmethod
+    def named(cls, name: str) -> MemoryBroker:
+        """The process-wide broker called ``name``, created on first use."""
+        with cls._brokers_lock:
+            broker = cls._brokers.get(name)
+            if broker is None:
+                broker = cls._brokers[name] = MemoryBroker(name)
+            return broker
+
+    def publish(self, channel: str, payload: bytes) -> int:
+        """Deliver to every subscribed transport; return the number of deliveries."""
+        receivers = 0
+        with self.lock:
+            for transport in self.transports:
+                if channel in transport.channels:
+                    transport.inbox.put((channel, channel, payload))
+                    receivers += 1
+                for pattern in transport.patterns:
+                    if compile_glob(pattern).matches(channel):
+                        transport.inbox.put((pattern, channel, payload))
+                        receivers += 1
+        return receivers
+
+    def registry(self, key: str) -> _Registry:
+        """The registry stored under ``key`` (lock held by the caller)."""
+        found = self.registries.get(key)
+        if found is None:
+            found = self.registries[key] = _Registry()
+        return found
+
+
+class MemoryTransport:
+    """A :class:`~eventbus._transports.base.Transport` on a :class:`MemoryBroker`."""
+
+    name = "memory"
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.channels: set[str] = set()
+        self.patterns: set[str] = set()
+        self.inbox: queue.SimpleQueue[tuple[str, str, bytes]] = queue.SimpleQueue()
+        self._listener: threading.Thread | None = None
+        self._started = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryTransport:
+        """``memory://`` (the default broker) or ``memory://name``."""
+        parts = urlsplit(url)
+        if parts.scheme != "memory":
+            raise ConfigurationError(f"url: not a memory:// URL: {url!r}")
+        name = (parts.netloc + parts.path).strip("/") or "default"
+        return cls(MemoryBroker.named(name))
+
+    def start(self, sink: MessageSink) -> None:
+        """Join the broker and start the listener thread."""
+        self._listener = threading.Thread(
+            target=self._listen, args=(sink,), name="eventbus-listener", daemon=True
+        )
+        self._listener.start()
+        with self.broker.lock:
+            self.broker.transports.add(self)
+        self._started = True
+
+    def _listen(self, sink: MessageSink) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                return
+            key, channel, payload = item
+            try:
+                sink.on_message(key, channel, payload)
+            except Exception:
+                log.exception("the bus failed to take a message from %s", channel)
+
+    def stop(self, timeout: float) -> None:
+        """Leave the broker and join the listener thread."""
+        with self.broker.lock:
+            self.broker.transports.discard(self)
+            self.channels.clear()
+            self.patterns.clear()
+        if self._listener is not None:
+            self.inbox.put(_STOP)
+            self._listener.join(timeout)
+        self._started = False
+
+    def _check(self) -> None:
+        if not self._started:
+            raise TransportConnectionError(f"memory broker {self.broker.name!r}: not started")
+
+    def publish(self, channel: str, payload: bytes, timeout: float) -> int:
+        """Deliver one message to the broker's subscribers."""
+        self._check()
+        return self.broker.publish(channel, payload)
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
+        """Deliver several messages in order."""
+        self._check()
+        return [self.broker.publish(channel, payload) for channel, payload in messages]
+
+    def subscribe(self, channels: Sequence[str], timeout: float) -> None:
+        """Add exact channels."""
+        with self.broker.lock:
+            self.channels.update(channels)
+
+    def unsubscribe(self, channels: Sequence[str], timeout: float) -> None:
+        """Drop exact channels."""
+        with self.broker.lock:
+            self.channels.difference_update(channels)
+
+    def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
+        """Add glob patterns."""
+        with self.broker.lock:
+            self.patterns.update(patterns)
+
+    def punsubscribe(self, patterns: Sequence[str], timeout: float) -> None:
+        """Drop glob patterns."""
+        with self.broker.lock:
+            self.patterns.difference_update(patterns)
+
+    def ping(self, timeout: float) -> float:
+        """Round-trip the broker's lock; the latency in seconds."""
+        self._check()
+        started = time.perf_counter()
+        with self.broker.lock:
+            pass
+        return time.perf_counter() - started
+
+    def listener_alive(self) -> bool:
+        """Whether the listener thread runs."""
+        return self._listener is not None and self._listener.is_alive()
+
+    def presence_set(
+        self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
+    ) -> None:
+        """Add or refresh a room member."""
+        self._check()
+        with self.broker.lock:
+            self.broker.registry(zset_key).set(member, info, ttl)
+
+    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
+        """Remove a room member."""
+        with self.broker.lock:
+            self.broker.registry(zset_key).entries.pop(member, None)
+
+    def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
+        """Live members of a room, sorted."""
+        self._check()
+        with self.broker.lock:
+            return sorted(self.broker.registry(zset_key).live())
+
+    def client_set(
+        self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
+    ) -> None:
+        """Register or refresh a live bus."""
+        self.presence_set(zset_key, hash_key, client_id, info, ttl, timeout)
+
+    def client_remove(self, zset_key: str, hash_key: str, client_id: str, timeout: float) -> None:
+        """Remove a bus's registration."""
+        self.presence_remove(zset_key, hash_key, client_id, timeout)
+
+    def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
+        """Every live registered bus."""
+        self._check()
+        with self.broker.lock:
+            live = self.broker.registry(zset_key).live()
+            return [
+                ClientRecord(client_id=member, info=info, expires_at=expiry)
+                for member, (expiry, info) in sorted(live.items())
+            ]
