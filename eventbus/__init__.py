@@ -35,6 +35,7 @@ from eventbus._errors import (
 )
 from eventbus._models import (
     CheckResult,
+    ClientInfo,
     Event,
     EventBusStats,
     Gap,
@@ -52,6 +53,7 @@ __all__ = [
     "BusStateError",
     "CheckResult",
     "ClientConfig",
+    "ClientInfo",
     "ConfigurationError",
     "DecodeError",
     "Event",

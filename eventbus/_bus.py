@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import itertools
-import json
 import logging
 import os
 import re
@@ -19,12 +18,10 @@ from typing import Any, TypeVar
 from eventbus._batch import Batcher
 from eventbus._config import EventBusConfig
 from eventbus._dispatch import Dispatcher, Route
-from eventbus._envelope import SEAL_SIZE, decode, encode, new_event_id, seal
+from eventbus._envelope import SEAL_SIZE, encode, new_event_id, seal
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
-    DecodeError,
-    EventBusError,
     EventTooLargeError,
     InvalidNameError,
     TransportError,
@@ -32,24 +29,30 @@ from eventbus._errors import (
 )
 from eventbus._filters import compile_filter
 from eventbus._health import check_health, worst
+from eventbus._hooks import ErrorHook, GapHook, Hooks
 from eventbus._layout import Keyspace
-from eventbus._loss import LossTracker
-from eventbus._models import Event, EventBusStats, Gap, HealthCheckResult, PublishResult
+from eventbus._models import (
+    ClientInfo,
+    Event,
+    EventBusStats,
+    HealthCheckResult,
+    PublishResult,
+)
 from eventbus._names import validate_event_type, validate_room, validate_user_id
 from eventbus._patterns import compile_pattern, validate_pattern
+from eventbus._presence import Presence
+from eventbus._receiver import Receiver
 from eventbus._retry import RetryPolicy
 from eventbus._stats import Counters, LatencyWindow
 from eventbus._subscription import Subscription
 from eventbus._transports import create_transport
-from eventbus._transports.base import LinkEvent, LinkState, Transport
+from eventbus._transports.base import Transport
 
 __all__ = ["EventBus"]
 
 log = logging.getLogger("eventbus")
 
 H = TypeVar("H", bound=Callable[..., Any])
-ErrorHook = Callable[[EventBusError, Event | None], Any]
-GapHook = Callable[[Gap], Any]
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "host"
@@ -101,20 +104,23 @@ class EventBus:
         self._handler_latency = LatencyWindow()
         self._delivery_latency = LatencyWindow()
         self._routes: dict[str, Route] = {}
-        self._pattern_routes: dict[str, tuple[Route, ...]] = {}
-        self._all_routes: tuple[Route, ...] = ()
-        self._rooms: set[str] = set()
         self._sequences: dict[str, Callable[[], int]] = {}
-        self._loss = LossTracker()
-        self._error_hooks: list[ErrorHook] = []
-        self._gap_hooks: list[GapHook] = []
-        self._logged_decode_kinds: set[str] = set()
+        self._hooks = Hooks(self._counters)
         self._started_at = 0.0
-        self._last_message_at: float | None = None
         self._drops_seen = 0
-        self._heartbeat: threading.Thread | None = None
-        self._heartbeat_wake = threading.Event()
-        self._stop = threading.Event()
+        self._presence = Presence(
+            keys=self._keys,
+            client_id=self._client_id,
+            ttl=config.presence_ttl,
+            interval=config.heartbeat_interval,
+            timeout=config.operation_timeout,
+            describe=self._describe,
+            counters=self._counters,
+            report=self._hooks.report,
+        )
+        self._receiver = Receiver(
+            counters=self._counters, hooks=self._hooks, on_reconnect=self._presence.wake
+        )
         self._max_size = config.max_event_size
         self._publish_timeout = config.publish_timeout
         if config.log_level is not None:
@@ -179,27 +185,27 @@ class EventBus:
                 control_channel=self._keys.control_channel(self._client_id),
             )
             timeout = config.operation_timeout
-            transport.start(_Sink(self))
+            transport.start(self._receiver)
             try:
                 transport.subscribe([self._keys.broadcast_channel], timeout)
-                if self._rooms:
-                    transport.subscribe(
-                        [self._keys.room_channel(room) for room in sorted(self._rooms)], timeout
-                    )
-                if self._pattern_routes:
-                    transport.psubscribe(list(self._pattern_routes), timeout)
+                rooms = sorted(self._presence.rooms)
+                if rooms:
+                    transport.subscribe([self._keys.room_channel(r) for r in rooms], timeout)
+                keys = list(self._receiver.by_key)
+                if keys:
+                    transport.psubscribe(keys, timeout)
             except BaseException:
                 transport.stop(timeout)
                 raise
             self._transport = transport
-            self._stop.clear()
             self._dispatcher = Dispatcher(
                 threads=config.handler_threads,
                 counters=self._counters,
                 handler_latency=self._handler_latency,
                 delivery_latency=self._delivery_latency,
-                report=self._report,
+                report=self._hooks.report,
             )
+            self._receiver.dispatcher = self._dispatcher
             if config.performance.batch_size > 1:
                 self._batcher = Batcher(
                     transport=transport,
@@ -208,14 +214,11 @@ class EventBus:
                     capacity=config.performance.max_buffer,
                     timeout=config.publish_timeout,
                     counters=self._counters,
-                    report=self._report_transport,
+                    report=self._hooks.report,
                 )
             self._started_at = time.monotonic()
             self._state = _State.CONNECTED
-            self._heartbeat = threading.Thread(
-                target=self._run_heartbeat, name="eventbus-heartbeat", daemon=True
-            )
-            self._heartbeat.start()
+            self._presence.start(transport)
         log.info("bus %s connected to %s", self._client_id, config.transport_url)
 
     def is_connected(self) -> bool:
@@ -241,14 +244,10 @@ class EventBus:
             return
         if batcher is not None:
             batcher.close(timeout)
-        self._stop.set()
-        self._heartbeat_wake.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout=max(1.0, self._config.operation_timeout))
-        self._unregister(transport)
+        self._presence.stop()
         transport.stop(self._config.operation_timeout)
         if not dispatcher.shutdown(timeout):
-            leftover = sum(dispatcher.deactivate(route) for route in self._all_routes)
+            leftover = sum(dispatcher.deactivate(route) for route in self._receiver.routes)
             self._counters.add("events_dropped", leftover)
             log.warning(
                 "bus closed after %.1fs with handlers still running and %d queued event(s) "
@@ -523,11 +522,8 @@ class EventBus:
         with self._lock:
             if self._state is _State.CLOSED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
-            existing = self._pattern_routes.get(key, ())
             self._routes[route.id] = route
-            self._pattern_routes[key] = (*existing, route)
-            self._all_routes = (*self._all_routes, route)
-            if not existing and self._transport is not None and self._state is _State.CONNECTED:
+            if self._receiver.add(key, route) and self.is_connected() and self._transport:
                 try:
                     self._transport.psubscribe([key], self._config.operation_timeout)
                 except BaseException:
@@ -581,23 +577,17 @@ class EventBus:
     def _drop_route(self, route: Route) -> str | None:
         """Remove ``route`` (lock held); the pattern key if no route uses it any more."""
         self._routes.pop(route.id, None)
-        self._all_routes = tuple(r for r in self._all_routes if r is not route)
         key = self._keys.event_pattern(route.pattern.source)
-        remaining = tuple(r for r in self._pattern_routes.get(key, ()) if r is not route)
+        unused = self._receiver.remove(key, route)
         dropped = self._dispatcher.deactivate(route) if self._dispatcher else 0
         route.active = False
         if dropped:
             self._counters.add("events_dropped", dropped)
-        if remaining:
-            self._pattern_routes[key] = remaining
-            return None
-        self._pattern_routes.pop(key, None)
-        self._loss.forget(key)
-        return key
+        return key if unused else None
 
     def subscriptions(self) -> list[Subscription]:
         """The active subscriptions, oldest first."""
-        return [Subscription(self, route) for route in self._all_routes]
+        return [Subscription(self, route) for route in self._receiver.routes]
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -609,7 +599,7 @@ class EventBus:
         :class:`TransportError` from a background thread; ``event`` is the event
         concerned or None. Without hooks, failures are logged. Usable as a decorator.
         """
-        self._error_hooks.append(hook)
+        self._hooks.error_hooks.append(hook)
         return hook
 
     def on_gap(self, hook: GapHook) -> GapHook:
@@ -617,95 +607,8 @@ class EventBus:
 
         Without hooks, gaps are logged as warnings. Usable as a decorator.
         """
-        self._gap_hooks.append(hook)
+        self._hooks.gap_hooks.append(hook)
         return hook
-
-    def _report(self, error: EventBusError, event: Event | None) -> None:
-        hooks = self._error_hooks
-        if not hooks:
-            log.error("%s", error, exc_info=error.__cause__ or error)
-            return
-        for hook in hooks:
-            try:
-                hook(error, event)
-            except Exception:
-                self._counters.add("hook_errors")
-                log.exception("error hook %r failed", hook)
-
-    def _report_transport(self, error: TransportError) -> None:
-        self._report(error, None)
-
-    def _report_gap(self, gap: Gap) -> None:
-        self._counters.add("gaps_detected")
-        hooks = self._gap_hooks
-        if not hooks:
-            log.warning("possible event loss: %s", gap.detail)
-            return
-        for hook in hooks:
-            try:
-                hook(gap)
-            except Exception:
-                self._counters.add("hook_errors")
-                log.exception("gap hook %r failed", hook)
-
-    # -- the listener side (called by _Sink on the transport's listener thread) --------
-
-    def _on_message(self, key: str, channel: str, payload: bytes) -> None:
-        self._last_message_at = time.monotonic()
-        try:
-            decoded = decode(payload, channel)
-        except DecodeError as exc:
-            self._counters.add("decode_errors")
-            if exc.kind not in self._logged_decode_kinds:
-                self._logged_decode_kinds.add(exc.kind)
-                log.warning("undecodable message on %s (%s; logged once per kind)", channel, exc)
-            self._report(exc, None)
-            return
-        event = decoded.event
-        loss = self._loss
-        if loss.is_duplicate(key, event.id):
-            self._counters.add("duplicates_dropped")
-            return
-        if decoded.publisher is not None and decoded.sequence is not None:
-            gap = loss.check(key, channel, decoded.publisher, decoded.sequence)
-            if gap is not None:
-                self._report_gap(gap)
-        routes = self._pattern_routes.get(key)
-        if routes is None:  # a room or the broadcast channel: match types here
-            routes = tuple(r for r in self._all_routes if r.pattern.matches(event.type))
-        dispatcher = self._dispatcher
-        if dispatcher is None:
-            return
-        for route in routes:
-            if route.filter is not None:
-                try:
-                    accepted = route.filter(event)
-                except Exception as exc:
-                    self._counters.add("filter_errors")
-                    error = ValidationError(f"filter of {route.id} raised on {event.id}: {exc!r}")
-                    error.__cause__ = exc
-                    self._report(error, event)
-                    continue
-                if not accepted:
-                    self._counters.add("events_filtered")
-                    continue
-            self._counters.add("events_received")
-            dispatcher.offer(route, event)
-
-    def _on_link(self, change: LinkEvent) -> None:
-        if change.state is LinkState.DISCONNECTED:
-            log.warning("listener disconnected (%s); reconnecting", change.reason)
-            return
-        self._counters.add("reconnects")
-        self._loss.reset()
-        self._heartbeat_wake.set()  # re-register presence now: the server may have lost it
-        self._report_gap(
-            Gap(
-                reason="reconnect",
-                detail=f"the listener was disconnected ({change.reason}); events published "
-                "meanwhile did not arrive",
-            )
-        )
 
     # -- rooms -------------------------------------------------------------------------
 
@@ -721,30 +624,33 @@ class EventBus:
         """
         validate_room(room)
         with self._lock:
-            if room in self._rooms:
+            rooms = self._presence.rooms
+            if room in rooms:
                 return
-            self._rooms.add(room)
-            if self.is_connected() and self._transport is not None:
+            rooms.add(room)
+            transport = self._transport if self.is_connected() else None
+            if transport is not None:
                 try:
-                    timeout = self._config.operation_timeout
-                    self._transport.subscribe([self._keys.room_channel(room)], timeout)
-                    self._refresh_presence(self._transport, [room])
+                    channel = self._keys.room_channel(room)
+                    transport.subscribe([channel], self._config.operation_timeout)
+                    self._presence.enter(transport, room)
                 except BaseException:
-                    self._rooms.discard(room)
+                    rooms.discard(room)
                     raise
 
     def leave_room(self, room: str) -> None:
         """Stop receiving ``room``'s events and leave its member list."""
         validate_room(room)
         with self._lock:
-            if room not in self._rooms:
+            rooms = self._presence.rooms
+            if room not in rooms:
                 return
-            self._rooms.discard(room)
-            if self.is_connected() and self._transport is not None:
-                timeout = self._config.operation_timeout
-                self._transport.unsubscribe([self._keys.room_channel(room)], timeout)
-                zset, hash_ = self._keys.presence_keys(room)
-                self._transport.presence_remove(zset, hash_, self._client_id, timeout)
+            rooms.discard(room)
+            transport = self._transport if self.is_connected() else None
+            if transport is not None:
+                channel = self._keys.room_channel(room)
+                transport.unsubscribe([channel], self._config.operation_timeout)
+                self._presence.exit(transport, room)
 
     def get_room_members(self, room: str) -> list[str]:
         """Members of ``room`` across every process: bus client ids and socket user ids.
@@ -754,78 +660,38 @@ class EventBus:
             TransportError: the server failed.
         """
         validate_room(room)
-        transport = self._require_connected()
-        zset, hash_ = self._keys.presence_keys(room)
-        return transport.presence_members(zset, hash_, self._config.operation_timeout)
+        return self._presence.members(self._require_connected(), room)
 
     @property
     def rooms(self) -> frozenset[str]:
         """The rooms this bus has joined."""
-        return frozenset(self._rooms)
+        return frozenset(self._presence.rooms)
 
-    # -- heartbeat ---------------------------------------------------------------------
+    # -- monitoring --------------------------------------------------------------------
 
-    def _info(self) -> bytes:
-        stats = self.get_stats()
-        doc = {
+    def get_clients(self) -> list[ClientInfo]:
+        """Every live bus on this server (this one included), from their heartbeats.
+
+        Records are refreshed every ``heartbeat_interval`` seconds, so their counters
+        are that old at most. A record that cannot be read is skipped and logged.
+
+        Raises:
+            TransportError: the server failed.
+        """
+        return self._presence.clients(self._require_connected())
+
+    def _describe(self) -> dict[str, object]:
+        """This bus's client record, for the heartbeat."""
+        stats = self.get_stats().as_dict()
+        del stats["subscriptions"]
+        return {
             "client_id": self._client_id,
             "service": self._config.service_name,
             "host": _HOST,
-            "pid": os.getpid(),
             "transport": self._config.transport_url,
-            "subscriptions": sorted({r.pattern.source for r in self._all_routes}),
-            "rooms": sorted(self._rooms),
-            "stats": {k: v for k, v in stats.as_dict().items() if k != "subscriptions"},
+            "subscriptions": sorted({r.pattern.source for r in self._receiver.routes}),
+            "stats": stats,
         }
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-    def _refresh_presence(self, transport: Transport, rooms: list[str]) -> None:
-        info = json.dumps({"client_id": self._client_id, "kind": "bus"}).encode()
-        timeout = self._config.operation_timeout
-        for room in rooms:
-            zset, hash_ = self._keys.presence_keys(room)
-            transport.presence_set(
-                zset, hash_, self._client_id, info, self._config.presence_ttl, timeout
-            )
-
-    def _run_heartbeat(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        interval = self._config.heartbeat_interval
-        while not self._stop.is_set():
-            try:
-                zset, hash_ = self._keys.client_keys
-                transport.client_set(
-                    zset,
-                    hash_,
-                    self._client_id,
-                    self._info(),
-                    self._config.presence_ttl,
-                    self._config.operation_timeout,
-                )
-                self._refresh_presence(transport, sorted(self._rooms))
-            except TransportError as exc:
-                self._counters.add("heartbeat_errors")
-                log.warning("heartbeat failed: %s", exc)
-            except Exception as exc:
-                self._counters.add("heartbeat_errors")
-                log.exception("heartbeat failed")
-                self._report(EventBusError(f"heartbeat failed: {exc!r}"), None)
-            self._heartbeat_wake.wait(interval)
-            self._heartbeat_wake.clear()
-
-    def _unregister(self, transport: Transport) -> None:
-        timeout = min(1.0, self._config.operation_timeout)
-        try:
-            zset, hash_ = self._keys.client_keys
-            transport.client_remove(zset, hash_, self._client_id, timeout)
-            for room in sorted(self._rooms):
-                zset, hash_ = self._keys.presence_keys(room)
-                transport.presence_remove(zset, hash_, self._client_id, timeout)
-        except TransportError as exc:
-            log.warning("could not remove this bus's presence on disconnect: %s", exc)
-
-    # -- monitoring --------------------------------------------------------------------
 
     def get_stats(self) -> EventBusStats:
         """A frozen snapshot of this bus's counters."""
@@ -833,7 +699,7 @@ class EventBus:
         handler_p50, handler_p99 = self._handler_latency.percentiles_ms(0.5, 0.99)
         delivery_p50, delivery_p99 = self._delivery_latency.percentiles_ms(0.5, 0.99)
         dispatcher = self._dispatcher
-        routes = self._all_routes
+        routes = self._receiver.routes
         return EventBusStats(
             events_published=values.get("events_published", 0),
             events_received=values.get("events_received", 0),
@@ -847,7 +713,7 @@ class EventBus:
             handler_timeouts=values.get("handler_timeouts", 0),
             abandoned_handlers=dispatcher.abandoned if dispatcher else 0,
             active_subscriptions=len(routes),
-            rooms=len(self._rooms),
+            rooms=len(self._presence.rooms),
             reconnects=values.get("reconnects", 0),
             gaps_detected=values.get("gaps_detected", 0),
             hook_errors=values.get("hook_errors", 0),
@@ -873,7 +739,7 @@ class EventBus:
         checks = check_health(
             transport=self._transport if self.is_connected() else None,
             timeout=self._config.operation_timeout,
-            last_message_at=self._last_message_at,
+            last_message_at=self._receiver.last_message_at,
             abandoned=dispatcher.abandoned if dispatcher else 0,
             new_drops=new_drops,
         )
@@ -885,13 +751,3 @@ class EventBus:
             client_id=self._client_id,
             transport=self._config.transport_url,
         )
-
-
-class _Sink:
-    """Adapts the bus to :class:`~eventbus._transports.base.MessageSink`."""
-
-    __slots__ = ("on_link", "on_message")
-
-    def __init__(self, bus: EventBus) -> None:
-        self.on_message = bus._on_message
-        self.on_link = bus._on_link

@@ -13,6 +13,7 @@ import attrs
 
 __all__ = [
     "CheckResult",
+    "ClientInfo",
     "Event",
     "EventBusStats",
     "Gap",
@@ -67,6 +68,32 @@ class Event:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_headers)
     delivery_attempt: int = 1
     group: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClientInfo:
+    """One live bus on the same server, from its heartbeat (:meth:`EventBus.get_clients`).
+
+    Attributes:
+        client_id: ``<service_name>:<host>:<pid>:<n>``.
+        service_name, host, pid: where it runs.
+        transport: its transport URL (password masked).
+        subscriptions: its subscription patterns.
+        rooms: the rooms it joined.
+        stats: its counters at its last heartbeat (the fields of
+            :class:`EventBusStats`, without per-subscription detail).
+        expires_at: when the record goes stale without a new heartbeat (epoch seconds).
+    """
+
+    client_id: str
+    service_name: str
+    host: str
+    pid: int
+    transport: str
+    subscriptions: tuple[str, ...]
+    rooms: tuple[str, ...]
+    stats: Mapping[str, Any]
+    expires_at: float
 
 
 @attrs.frozen(kw_only=True)

@@ -130,7 +130,11 @@ def compile_glob(glob: str) -> Pattern:
     """Compile any glob, such as a full channel pattern with its prefix; no validation.
 
     The transports use it for channel patterns (``eventbus:ev:photo.*``), whose
-    prefix may hold characters that subscription patterns may not.
+    prefix may hold characters that subscription patterns may not. Results are cached
+    together with :func:`compile_pattern`'s.
+
+    Args:
+        glob: any glob (it may be empty: it then matches only the empty text).
     """
     return _compile(glob)
 

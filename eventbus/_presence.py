@@ -1,0 +1,153 @@
+"""Room membership and the client registry of one bus, kept alive by a heartbeat.
+
+Both live on the server as expiring records (DESIGN §4): a bus refreshes its rooms
+and its client record every ``heartbeat_interval`` seconds, and a process that dies
+drops out ``presence_ttl`` seconds later, when readers prune it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from eventbus._errors import EventBusError, TransportError
+from eventbus._layout import Keyspace
+from eventbus._models import ClientInfo
+from eventbus._stats import Counters
+from eventbus._transports.base import Transport
+
+__all__ = ["Presence"]
+
+log = logging.getLogger("eventbus.presence")
+
+
+class Presence:
+    """The rooms a bus joined, its client record, and the heartbeat thread."""
+
+    def __init__(
+        self,
+        *,
+        keys: Keyspace,
+        client_id: str,
+        ttl: float,
+        interval: float,
+        timeout: float,
+        describe: Callable[[], dict[str, object]],
+        counters: Counters,
+        report: Callable[[EventBusError], None],
+    ) -> None:
+        self._keys = keys
+        self._client_id = client_id
+        self._ttl = ttl
+        self._interval = interval
+        self._timeout = timeout
+        self._describe = describe
+        self._counters = counters
+        self._report = report
+        self._member_info = json.dumps({"client_id": client_id, "kind": "bus"}).encode()
+        self.rooms: set[str] = set()
+        self._transport: Transport | None = None
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def start(self, transport: Transport) -> None:
+        """Start the heartbeat on ``transport``: register now, then every interval."""
+        self._transport = transport
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="eventbus-heartbeat", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Refresh everything now (after a reconnect the server may have lost it)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and remove this bus's records from the server."""
+        transport = self._transport
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(1.0, self._timeout))
+        self._transport = None
+        if transport is None:
+            return
+        timeout = min(1.0, self._timeout)
+        try:
+            zset, hash_ = self._keys.client_keys
+            transport.client_remove(zset, hash_, self._client_id, timeout)
+            for room in sorted(self.rooms):
+                zset, hash_ = self._keys.presence_keys(room)
+                transport.presence_remove(zset, hash_, self._client_id, timeout)
+        except TransportError as exc:
+            log.warning("could not remove this bus's presence on disconnect: %s", exc)
+
+    def enter(self, transport: Transport, room: str) -> None:
+        """Write this bus into ``room``'s member list now."""
+        zset, hash_ = self._keys.presence_keys(room)
+        transport.presence_set(
+            zset, hash_, self._client_id, self._member_info, self._ttl, self._timeout
+        )
+
+    def exit(self, transport: Transport, room: str) -> None:
+        """Remove this bus from ``room``'s member list now."""
+        zset, hash_ = self._keys.presence_keys(room)
+        transport.presence_remove(zset, hash_, self._client_id, self._timeout)
+
+    def members(self, transport: Transport, room: str) -> list[str]:
+        """Live members of ``room``, expired ones pruned."""
+        zset, hash_ = self._keys.presence_keys(room)
+        return transport.presence_members(zset, hash_, self._timeout)
+
+    def clients(self, transport: Transport) -> list[ClientInfo]:
+        """Every live bus registered on the server; unreadable records are logged."""
+        zset, hash_ = self._keys.client_keys
+        clients = []
+        for record in transport.client_list(zset, hash_, self._timeout):
+            try:
+                doc = json.loads(record.info)
+                clients.append(
+                    ClientInfo(
+                        client_id=record.client_id,
+                        service_name=str(doc["service"]),
+                        host=str(doc["host"]),
+                        pid=int(doc["pid"]),
+                        transport=str(doc["transport"]),
+                        subscriptions=tuple(doc["subscriptions"]),
+                        rooms=tuple(doc["rooms"]),
+                        stats=dict(doc["stats"]),
+                        expires_at=record.expires_at,
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("unreadable client record %s: %r", record.client_id, exc)
+        return clients
+
+    def _beat(self, transport: Transport) -> None:
+        doc = self._describe()
+        doc.update(rooms=sorted(self.rooms), pid=os.getpid())
+        info = json.dumps(doc, separators=(",", ":")).encode()
+        zset, hash_ = self._keys.client_keys
+        transport.client_set(zset, hash_, self._client_id, info, self._ttl, self._timeout)
+        for room in sorted(self.rooms):
+            self.enter(transport, room)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            transport = self._transport
+            if transport is None:
+                return
+            try:
+                self._beat(transport)
+            except TransportError as exc:
+                self._counters.add("heartbeat_errors")
+                log.warning("heartbeat failed: %s", exc)
+            except Exception as exc:
+                self._counters.add("heartbeat_errors")
+                log.exception("heartbeat failed")
+                self._report(EventBusError(f"heartbeat failed: {exc!r}"))
+            self._wake.wait(self._interval)
+            self._wake.clear()
