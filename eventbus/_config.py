@@ -93,7 +93,9 @@ class RedisConfig:
         socket_timeout: read/write timeout of the listener's and registry's commands.
         socket_connect_timeout: how long a connect may take.
         socket_keepalive: enable TCP keepalive on every socket.
-        health_check_interval: redis-py's idle-connection check, in seconds (0 = off).
+        health_check_interval: how often the listener PINGs through its own
+            subscribed connection, seconds (0 = off); no reply within
+            ``socket_timeout`` counts as a lost link and triggers a reconnect.
         max_connections: size of the command connection pool.
     """
 

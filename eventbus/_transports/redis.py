@@ -4,17 +4,18 @@ Three kinds of connection, all named with ``CLIENT SETNAME``:
 
 * **command pools**, one per distinct deadline, for ``publish``, ``ping`` and the
   presence and client registries. A pool's socket timeout *is* the deadline, so a
-  hung server can hold a caller no longer than the timeout it passed, handshake
-  included. ``publish`` talks to a pooled connection directly: one PUBLISH, no
-  retry (a retried PUBLISH can be delivered twice), no lock of ours.
+  hung server holds a caller about the timeout it passed, also while a new
+  connection shakes hands. ``publish`` talks to a pooled connection directly: one
+  PUBLISH, no retry (a retried PUBLISH can be delivered twice), no lock of ours.
 * a small **wake-up pool** with a short timeout, used to PUBLISH a wake-up on the
   bus's control channel so that the listener picks up a (p)subscribe request at once.
 * one :class:`redis.client.PubSub`, owned by the **listener thread** alone
   (redis-py's PubSub is not thread-safe): other threads hand it (un)subscribe
   requests through a queue and wait until the server confirmed them.
 
-redis-py never retries anything here (``Retry(NoBackoff(), 0)`` on every pool): the
-transport raises typed errors and the caller decides. The listener reconnects by
+redis-py never retries nor reconnects by itself here (``Retry(NoBackoff(), 0,
+supported_errors=())`` on every pool): the transport raises typed errors and the
+caller decides. The listener reconnects by
 itself, with exponential backoff and jitter, renews every channel and pattern, and
 reports the outage to the sink (``DISCONNECTED`` then ``RECONNECTED``). Every
 ``health_check_interval`` seconds it PINGs through its own subscribed connection and
@@ -24,9 +25,11 @@ hung server or a half-open socket that redis-py's own health check does not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
+import re
 import socket
 import threading
 import time
@@ -73,45 +76,32 @@ _PROBE: Final = b"eventbus-listener-probe"
 _MAX_POOLS: Final = 8
 _SUBSCRIBE_KINDS: Final = ("subscribe", "psubscribe")
 
-_NOW_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-# KEYS: zset, hash. ARGV: member, info, ttl ms, key ttl ms. Expiry from the server clock.
-_SET_LUA = (
-    _NOW_LUA
-    + """
-local expiry = now + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], string.format('%d', expiry), ARGV[1])
+# KEYS zset, hash; ARGV member, info, ttl ms, key ttl ms. The expiry comes from the server's
+# clock, and a key's TTL is only ever extended (a short member never cuts a long one's).
+_SET_LUA = """
+local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], string.format('%d', now + ARGV[3]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local keep = tonumber(ARGV[4])
 for i = 1, 2 do
-  if redis.call('PTTL', KEYS[i]) < keep then redis.call('PEXPIRE', KEYS[i], keep) end
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
 end
-return expiry
 """
-)
-# Removes members whose expiry is before the server's now, from the zset and the hash.
-_PRUNE_LUA = (
-    _NOW_LUA
-    + """
+# Drops members whose expiry is before the server's now, from the zset and the hash.
+_PRUNE_LUA = """
+local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now))
 for i = 1, #dead, 500 do
   local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
-  redis.call('ZREM', KEYS[1], unpack(chunk))
-  redis.call('HDEL', KEYS[2], unpack(chunk))
+  redis.call('ZREM', KEYS[1], unpack(chunk)); redis.call('HDEL', KEYS[2], unpack(chunk))
 end
 """
-)
-_MEMBERS_LUA = _PRUNE_LUA + "return redis.call('ZRANGE', KEYS[1], 0, -1)\n"
+_MEMBERS_LUA = _PRUNE_LUA + "return redis.call('ZRANGE', KEYS[1], 0, -1)"
 _RECORDS_LUA = (
     _PRUNE_LUA
     + """
-local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local out = {}
+local live, out = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), {}
 for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = live[i + 1]
+  out[#out + 1] = live[i]; out[#out + 1] = live[i + 1]
   out[#out + 1] = redis.call('HGET', KEYS[2], live[i])
 end
 return out
@@ -139,18 +129,16 @@ class _Request:
 
 def _keepalive_options() -> dict[int, int]:
     """TCP keepalive: first probe after 30 s idle, then every 5 s, dead after 3 misses."""
-    idle = getattr(socket, "TCP_KEEPIDLE", None)
-    if idle is None:
-        idle = getattr(socket, "TCP_KEEPALIVE", None)  # macOS
-    interval, count = getattr(socket, "TCP_KEEPINTVL", None), getattr(socket, "TCP_KEEPCNT", None)
-    wanted = ((idle, 30), (interval, 5), (count, 3))
-    return {const: value for const, value in wanted if const is not None}
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # or macOS
+    wanted = ((idle, 30), (getattr(socket, "TCP_KEEPINTVL", None), 5))
+    return {c: v for c, v in (*wanted, (getattr(socket, "TCP_KEEPCNT", None), 3)) if c is not None}
 
 
-def _error(exc: Exception, what: str, timeout: float) -> TransportError:
+def _error(exc: Exception, what: str, timeout: float, *, publish: bool = False) -> TransportError:
     """The eventbus error for a redis-py error (the caller chains it with ``from``)."""
     if isinstance(exc, redis.TimeoutError):
-        return TransportError(f"{what}: no answer from Redis within {timeout}s")
+        message = f"{what}: no answer from Redis within {timeout}s"
+        return PublishTimeoutError(message, timeout=timeout) if publish else TransportError(message)
     if isinstance(exc, redis.ConnectionError):
         return TransportConnectionError(f"{what}: {exc}")
     return TransportError(f"{what}: {exc}")
@@ -186,7 +174,8 @@ class RedisTransport:
 
     def __init__(self, config: RedisConfig, *, client_name: str, control_channel: str) -> None:
         self._config = config
-        self._client_name = client_name
+        # CLIENT SETNAME refuses spaces and anything outside '!'..'~'.
+        self._client_name = re.sub(r"[^!-~]", "_", client_name)
         self._control = control_channel
         self._control_b = control_channel.encode()
         # Read without a lock on the hot path; replaced (never mutated) by stop().
@@ -208,11 +197,11 @@ class RedisTransport:
         self._renewing: set[tuple[str, str]] | None = None
         self._probe_deadline: float | None = None
         self._link_up = False  # written by the listener; callers skip wake-ups when down
-        # Scripts are run with client=<the deadline's client>; this one only encodes.
-        self._scripts = redis.Redis(connection_pool=self._make_pool(config.socket_timeout, 1))
-        self._set_script = self._scripts.register_script(_SET_LUA)
-        self._members_script = self._scripts.register_script(_MEMBERS_LUA)
-        self._records_script = self._scripts.register_script(_RECORDS_LUA)
+        # Each call passes client=<its deadline's client>; EVALSHA, loaded on NOSCRIPT.
+        registrar = self._client_for(config.socket_timeout)
+        self._set_script = registrar.register_script(_SET_LUA)
+        self._members_script = registrar.register_script(_MEMBERS_LUA)
+        self._records_script = registrar.register_script(_RECORDS_LUA)
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self._config.url} {self._state}>"
@@ -237,8 +226,11 @@ class RedisTransport:
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": min(cfg.socket_connect_timeout, socket_timeout),
             # Never retry: not a PUBLISH (duplicates), not a connect (the caller's
-            # deadline); redis-py 8's default client retries 10 times.
-            "retry": Retry(NoBackoff(), 0),
+            # deadline); redis-py 8's default client retries 10 times. No supported
+            # errors either, so redis-py does not reconnect (and resubscribe) inside its
+            # failure callback: errors reach us at once and the listener renews the link.
+            # The connection still closes itself on a failed read or write.
+            "retry": Retry(NoBackoff(), 0, supported_errors=()),
             "retry_on_error": [],
             "retry_on_timeout": False,
             # The pool discards connections the server closed before lending them;
@@ -315,12 +307,8 @@ class RedisTransport:
                 receivers: int = conn.read_response()
             finally:
                 pool.release(conn)
-        except redis.TimeoutError as exc:
-            raise PublishTimeoutError(
-                f"publish to {channel!r}: no answer from Redis within {timeout}s", timeout=timeout
-            ) from exc
         except redis.RedisError as exc:
-            raise _error(exc, f"publish to {channel!r}", timeout) from exc
+            raise _error(exc, f"publish to {channel!r}", timeout, publish=True) from exc
         return receivers
 
     def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
@@ -352,13 +340,10 @@ class RedisTransport:
                         counts.append(0)
             finally:
                 pool.release(conn)
-        except redis.TimeoutError as exc:
-            raise PublishTimeoutError(
-                f"publish of {len(messages)} messages: no answer from Redis within {timeout}s",
-                timeout=timeout,
-            ) from exc
         except redis.RedisError as exc:
-            raise _error(exc, f"publish of {len(messages)} messages", timeout) from exc
+            raise _error(
+                exc, f"publish of {len(messages)} messages", timeout, publish=True
+            ) from exc
         if refused is not None:
             raise TransportError(f"publish of {len(messages)} messages: {refused}") from refused
         return counts
@@ -380,21 +365,23 @@ class RedisTransport:
 
     # -- presence and client registry ------------------------------------------------------
 
-    def _registry_set(
+    def presence_set(
         self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
     ) -> None:
+        """Add or refresh ``member`` for ``ttl`` seconds, with its ``info``, in one script.
+
+        The expiry is the server's TIME plus ``ttl`` (client clocks may be skewed); both
+        keys live a little longer than ``ttl``, so an abandoned room disappears.
+        """
         ttl_ms = max(1, int(ttl * 1000))
-        # Keys outlive their last refresh a little, so an abandoned room disappears.
-        keep_ms = ttl_ms + max(1000, ttl_ms // 10)
-        client = self._client_for(timeout)
+        args: list[str | bytes | int] = [member, info, ttl_ms, ttl_ms + max(1000, ttl_ms // 10)]
         try:
-            self._set_script(
-                keys=[zset_key, hash_key], args=[member, info, ttl_ms, keep_ms], client=client
-            )
+            self._set_script(keys=[zset_key, hash_key], args=args, client=self._client_for(timeout))
         except redis.RedisError as exc:
             raise _error(exc, f"register {member!r} in {zset_key!r}", timeout) from exc
 
-    def _registry_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
+    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
+        """Remove ``member`` now (ZREM and HDEL in one MULTI)."""
         pipe = self._client_for(timeout).pipeline(transaction=True)
         pipe.zrem(zset_key, member)
         pipe.hdel(hash_key, member)
@@ -402,20 +389,6 @@ class RedisTransport:
             pipe.execute()
         except redis.RedisError as exc:
             raise _error(exc, f"remove {member!r} from {zset_key!r}", timeout) from exc
-
-    def presence_set(
-        self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
-    ) -> None:
-        """Add or refresh ``member`` for ``ttl`` seconds (server clock), with its ``info``.
-
-        One script: ZADD (expiry = server TIME + ttl), HSET, and a key TTL a little
-        longer than ``ttl`` on both keys (never shortened).
-        """
-        self._registry_set(zset_key, hash_key, member, info, ttl, timeout)
-
-    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
-        """Remove ``member`` now (ZREM and HDEL in one MULTI)."""
-        self._registry_remove(zset_key, hash_key, member, timeout)
 
     def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
         """Live members, sorted; expired ones (by the server clock) pruned first."""
@@ -430,11 +403,11 @@ class RedisTransport:
         self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
     ) -> None:
         """Register or refresh a live bus for ``ttl`` seconds; see :meth:`presence_set`."""
-        self._registry_set(zset_key, hash_key, client_id, info, ttl, timeout)
+        self.presence_set(zset_key, hash_key, client_id, info, ttl, timeout)
 
     def client_remove(self, zset_key: str, hash_key: str, client_id: str, timeout: float) -> None:
         """Remove a bus's registration now."""
-        self._registry_remove(zset_key, hash_key, client_id, timeout)
+        self.presence_remove(zset_key, hash_key, client_id, timeout)
 
     def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
         """Every live registered bus, sorted by id; expired ones pruned first."""
@@ -494,7 +467,7 @@ class RedisTransport:
             if self._state == "stopped":
                 return
             self._state = "stopped"
-            pools = [*self._pools.values(), self._scripts.connection_pool]
+            pools = list(self._pools.values())
             self._pools, self._clients = {}, {}
         self._stop_event.set()
         thread = self._thread
@@ -609,25 +582,28 @@ class RedisTransport:
         """Read messages, and carry out requests, until stopped or the link fails."""
         assert self._pubsub is not None
         pubsub, requests, stop = self._pubsub, self._requests, self._stop_event
-        interval = self._config.health_check_interval
-        next_probe = time.monotonic() + interval
+        interval, probe_timeout = self._config.health_check_interval, self._config.socket_timeout
+        next_probe, idle = time.monotonic() + interval, True
         while not stop.is_set():
             if not requests.empty():
                 self._drain(pubsub)
-            message = pubsub.get_message(timeout=_POLL)
+            wait = _POLL
+            if interval:  # PING through this very connection; the reply must come back
+                now = time.monotonic()
+                if self._probe_deadline is None and now >= next_probe:
+                    next_probe = now + interval
+                    self._probe_deadline = now + probe_timeout
+                    pubsub.ping(_PROBE.decode())
+                if self._probe_deadline is None:
+                    wait = min(wait, next_probe - now)
+                elif now > self._probe_deadline and idle:  # a backlog may hold the reply
+                    raise _LinkLost(f"no reply to the listener's PING within {probe_timeout}s")
+                else:
+                    wait = min(wait, self._probe_deadline - now)
+            message = pubsub.get_message(timeout=max(0.0, wait))
+            idle = message is None
             if message is not None:
                 self._handle(message)
-            if interval:
-                now = time.monotonic()
-                if self._probe_deadline is not None and now > self._probe_deadline:
-                    raise _LinkLost(
-                        f"no reply to the listener's PING within {self._config.socket_timeout}s"
-                    )
-                if now >= next_probe:
-                    next_probe = now + interval
-                    if self._probe_deadline is None:
-                        self._probe_deadline = now + self._config.socket_timeout
-                        pubsub.ping(_PROBE.decode())
 
     def _handle(self, message: dict[str, Any]) -> None:
         """Pass one message to the sink, or account for a confirmation or probe reply."""
@@ -737,15 +713,10 @@ class RedisTransport:
 
     def _fail_waiting(self) -> None:
         """Release every caller still waiting for a confirmation (the transport stopped)."""
-        error = TransportError("the Redis transport stopped before Redis confirmed")
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                break
-            request.error = error
+        waiting = [r for requests in list(self._waiting.values()) for r in requests]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                waiting.append(self._requests.get_nowait())
+        for request in waiting:
+            request.error = TransportError("the Redis transport stopped before Redis confirmed")
             request.done.set()
-        for requests in list(self._waiting.values()):
-            for request in requests:
-                request.error = error
-                request.done.set()
