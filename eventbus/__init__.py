@@ -48,6 +48,43 @@ from eventbus._subscription import Subscription
 
 __version__ = "0.1.0.dev0"
 
+# Public names say where users import them from (docs, reprs, tracebacks), as httpx does.
+for _name in (
+    BusClosedError,
+    BusStateError,
+    CheckResult,
+    ClientConfig,
+    ClientInfo,
+    ConfigurationError,
+    DecodeError,
+    Event,
+    EventBus,
+    EventBusConfig,
+    EventBusError,
+    EventBusStats,
+    EventTooLargeError,
+    Gap,
+    HandlerError,
+    HandlerTimeoutError,
+    HealthCheckResult,
+    InvalidFilterError,
+    InvalidNameError,
+    InvalidPatternError,
+    PerformanceConfig,
+    PublishBufferFullError,
+    PublishResult,
+    PublishTimeoutError,
+    RedisConfig,
+    SerializationError,
+    Subscription,
+    SubscriptionStats,
+    TransportConnectionError,
+    TransportError,
+    ValidationError,
+):
+    _name.__module__ = "eventbus"
+del _name
+
 __all__ = [
     "BusClosedError",
     "BusStateError",

@@ -107,7 +107,6 @@ class EventBus:
         self._sequences: dict[str, Callable[[], int]] = {}
         self._hooks = Hooks(self._counters)
         self._started_at = 0.0
-        self._drops_seen = 0
         self._presence = Presence(
             keys=self._keys,
             client_id=self._client_id,
@@ -151,7 +150,7 @@ class EventBus:
 
     @property
     def client_id(self) -> str:
-        """This bus's id: ``<service_name>:<host>:<pid>:<n>``."""
+        """This bus's id, ``<service_name>:<host>:<pid>:<n>``."""
         return self._client_id
 
     @property
@@ -179,7 +178,7 @@ class EventBus:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             config = self._config
             transport = create_transport(
-                config.url or config.transport_url,
+                None if config.redis is not None else config.url or "memory://",
                 redis=config.redis,
                 client_name=self._client_id,
                 control_channel=self._keys.control_channel(self._client_id),
@@ -624,6 +623,8 @@ class EventBus:
         """
         validate_room(room)
         with self._lock:
+            if self._state is _State.CLOSED:
+                raise BusClosedError("this bus was disconnected; create a new EventBus")
             rooms = self._presence.rooms
             if room in rooms:
                 return
@@ -708,6 +709,8 @@ class EventBus:
             events_retried=values.get("events_retried", 0),
             events_dropped=values.get("events_dropped", 0),
             events_filtered=values.get("events_filtered", 0),
+            duplicates_dropped=values.get("duplicates_dropped", 0),
+            filter_errors=values.get("filter_errors", 0),
             decode_errors=values.get("decode_errors", 0),
             publish_errors=values.get("publish_errors", 0),
             handler_timeouts=values.get("handler_timeouts", 0),
@@ -717,6 +720,7 @@ class EventBus:
             reconnects=values.get("reconnects", 0),
             gaps_detected=values.get("gaps_detected", 0),
             hook_errors=values.get("hook_errors", 0),
+            heartbeat_errors=values.get("heartbeat_errors", 0),
             handler_p50_ms=handler_p50,
             handler_p99_ms=handler_p99,
             delivery_p50_ms=delivery_p50,
@@ -730,18 +734,17 @@ class EventBus:
 
         ``status`` is ``unhealthy`` if the bus is not connected, the server does not
         answer or the listener thread is dead; ``degraded`` if the server is slow
-        (over 100 ms), handler threads are stuck past their timeout, or events were
-        dropped since the last check; else ``healthy``.
+        (over 100 ms), handler threads are stuck past their timeout, or a full queue
+        dropped events in the last minute; else ``healthy``.
         """
-        dropped = self._counters.get("events_dropped")
-        new_drops, self._drops_seen = dropped - self._drops_seen, dropped
         dispatcher = self._dispatcher
         checks = check_health(
             transport=self._transport if self.is_connected() else None,
             timeout=self._config.operation_timeout,
             last_message_at=self._receiver.last_message_at,
             abandoned=dispatcher.abandoned if dispatcher else 0,
-            new_drops=new_drops,
+            dropped=self._counters.get("events_dropped"),
+            last_drop_at=dispatcher.last_drop_at if dispatcher else None,
         )
         return HealthCheckResult(
             status=worst(checks),

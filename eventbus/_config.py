@@ -34,6 +34,8 @@ _LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:/-]{0,64}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_PLANNED_SCHEMES = ("redis+sentinel", "redis+cluster", "http", "https")
+_SUPPORTED_URLS = "memory://, redis://, rediss://, unix://"
 
 T = TypeVar("T")
 
@@ -99,7 +101,7 @@ class RedisConfig:
         max_connections: size of the command connection pool.
     """
 
-    host: str = attrs.field(default="localhost", validator=_optional_str)
+    host: str = attrs.field(default="localhost")
     port: int = attrs.field(default=6379)
     username: str | None = attrs.field(default=None, validator=_optional_str)
     password: str | None = attrs.field(default=None, validator=_optional_str, repr=False)
@@ -120,6 +122,14 @@ class RedisConfig:
             isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536,
             "port",
             f"must be 1-65535, got {value!r}",
+        )
+
+    @host.validator
+    def _check_host(self, _attribute: attrs.Attribute[str], value: str) -> None:
+        _check(
+            isinstance(value, str) and value != "",
+            "host",
+            f"must be a non-empty string, got {value!r}",
         )
 
     @key_prefix.validator
@@ -148,6 +158,21 @@ class RedisConfig:
             return f"unix://{auth}{self.unix_socket_path}?db={self.db}"
         scheme = "rediss" if self.ssl else "redis"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+def _instance_of(
+    cls: type[Any], *, optional: bool = True
+) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """A validator: ``value`` is a ``cls`` (or None when ``optional``)."""
+
+    def check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        _check(
+            isinstance(value, cls) or (optional and value is None),
+            attribute.name,
+            f"must be a {cls.__name__}{' or None' if optional else ''}, got {value!r}",
+        )
+
+    return check
 
 
 def _convert(kind: Callable[[str], T], name: str, raw: str) -> T:
@@ -286,7 +311,8 @@ class EventBusConfig:
 
     The transport comes from ``url`` when given (``memory://``, ``redis://``,
     ``rediss://``, ``unix://``), else from ``redis`` when given, else it is the
-    embedded ``memory://`` broker.
+    embedded ``memory://`` broker. A Redis URL is parsed into ``redis`` on
+    construction (replacing one given beside it) and ``url`` is then None.
 
     Example::
 
@@ -320,10 +346,12 @@ class EventBusConfig:
 
     service_name: str = attrs.field()
     url: str | None = attrs.field(default=None, validator=_optional_str)
-    redis: RedisConfig | None = None
-    client: ClientConfig | None = None
+    redis: RedisConfig | None = attrs.field(default=None, validator=_instance_of(RedisConfig))
+    client: ClientConfig | None = attrs.field(default=None, validator=_instance_of(ClientConfig))
     log_level: str | None = attrs.field(default=None)
-    performance: PerformanceConfig = attrs.field(factory=PerformanceConfig)
+    performance: PerformanceConfig = attrs.field(
+        factory=PerformanceConfig, validator=_instance_of(PerformanceConfig, optional=False)
+    )
     publish_timeout: float = attrs.field(default=2.0, validator=_positive)
     operation_timeout: float = attrs.field(default=5.0, validator=_positive)
     max_event_size: int = attrs.field(default=1_048_576, validator=_positive_int)
@@ -366,26 +394,26 @@ class EventBusConfig:
             f"must be below presence_ttl ({self.presence_ttl}), got {self.heartbeat_interval}",
         )
         if self.url is not None:
-            scheme = urlsplit(self.url).scheme
-            _check(
-                bool(scheme),
-                "url",
-                f"must be a URL such as memory:// or redis://, got {self.url!r}",
-            )
-            if scheme in _REDIS_SCHEMES and self.redis is None:
-                # Parse now, so a bad URL fails here and key_prefix has one home.
+            scheme = urlsplit(self.url).scheme.lower()
+            if scheme in _REDIS_SCHEMES:
+                # A Redis URL is parsed into `redis` (it wins over one given beside it),
+                # so that key_prefix and every connection setting have one home.
                 object.__setattr__(self, "redis", redis_config_from_url(self.url))
+                object.__setattr__(self, "url", None)
+            elif scheme in _PLANNED_SCHEMES:
+                raise ConfigurationError(
+                    f"url: the {scheme}:// transport is not supported yet "
+                    f"(supported: {_SUPPORTED_URLS})"
+                )
+            elif scheme != "memory":
+                raise ConfigurationError(f"url: must be one of {_SUPPORTED_URLS}, got {self.url!r}")
 
     @property
     def transport_url(self) -> str:
         """The URL of the transport this config selects (password masked)."""
-        if self.url is not None:
-            if self.redis is not None and urlsplit(self.url).scheme in _REDIS_SCHEMES:
-                return self.redis.url
-            return self.url
         if self.redis is not None:
             return self.redis.url
-        return "memory://"
+        return self.url or "memory://"
 
     @property
     def key_prefix(self) -> str:
@@ -422,10 +450,11 @@ class EventBusConfig:
         url = env.get("EVENTBUS_URL")
         redis_vars = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_USERNAME", "REDIS_DB")
         if url:
-            fields["url"] = url
             prefix = env.get("EVENTBUS_KEY_PREFIX")
             if prefix is not None and urlsplit(url).scheme in _REDIS_SCHEMES:
                 fields["redis"] = attrs.evolve(redis_config_from_url(url), key_prefix=prefix)
+            else:
+                fields["url"] = url
         elif any(env.get(name) for name in redis_vars):
             redis_fields: dict[str, Any] = {"host": env.get("REDIS_HOST") or "localhost"}
             if env.get("REDIS_PORT"):
@@ -451,8 +480,15 @@ class EventBusConfig:
 
 
 def _program_name() -> str:
-    """A valid service name derived from the running program (``python -m x`` -> ``x``)."""
-    base = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "python")
+    """A valid service name derived from the running program.
+
+    ``gunicorn`` -> ``gunicorn``, ``worker.py`` -> ``worker``, ``python -m pkg`` ->
+    ``pkg`` (from ``pkg/__main__.py``).
+    """
+    path = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    base = os.path.basename(path)
+    if base == "__main__.py":
+        base = os.path.basename(os.path.dirname(os.path.abspath(path)))
     base = base.removesuffix(".py") or "python"
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", base)[:100]
     return name or "python"

@@ -130,6 +130,8 @@ class Dispatcher:
         self._idle = threading.Condition()
         self._busy = 0  # drainers running or queued in the pool
         self._abandoned = 0
+        #: monotonic time of the newest overflow drop, None before any
+        self.last_drop_at: float | None = None
         self._deadlines: list[tuple[float, int, _Attempt]] = []
         self._tiebreak = itertools.count()
         self._watch = threading.Condition()
@@ -167,9 +169,14 @@ class Dispatcher:
                 if remaining <= 0 or self._stopping.is_set():
                     break
                 route.space.wait(remaining)
+            if not route.active:  # unsubscribed while we waited: the event goes nowhere
+                route.dropped += 1
+                self._counters.add("events_dropped")
+                return False
             if len(route.queue) < route.queue_size:
                 return True
         route.dropped += 1
+        self.last_drop_at = time.monotonic()
         self._counters.add("events_dropped")
         if route.dropped == 1 or route.dropped % 1000 == 0:
             log.warning(

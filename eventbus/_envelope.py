@@ -15,7 +15,7 @@
         "ebbroadcast": true,
         "traceparent": "00-...",
         "tracestate": "...",
-        "ebheaders": {"correlation-id": "..."},
+        "ebheaders": '{"correlation-id":"..."}',
         "data": {...},
         "ebseq": 17,
     }
@@ -24,7 +24,8 @@ Extension attributes are lowercase, as CloudEvents requires: ``ebpub`` (publishe
 client id) and ``ebseq`` (that publisher's sequence number on this channel) let a
 subscriber see loss; ``ebroom``/``ebuser``/``ebbroadcast`` say how the event was
 addressed; ``traceparent``/``tracestate`` are the W3C Distributed Tracing extension;
-other headers travel in the ``ebheaders`` object. Never pickle.
+other headers travel in ``ebheaders``, a string holding a JSON object (CloudEvents
+attributes may not be maps). Never pickle.
 
 Encoding is on the publish hot path: the fixed attributes are written into a string
 template (their values are validated to need no JSON escaping) and only ``data`` and
@@ -150,9 +151,12 @@ def encode(
             else:
                 rest[key] = value
         if rest:
-            parts += (',"ebheaders":', _json(rest, "headers"))
+            parts += (',"ebheaders":', _json(_json(rest, "headers"), "headers"))
     parts += (',"data":', _json(data, "data"))
-    return "".join(parts).encode()
+    try:
+        return "".join(parts).encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate survives json.dumps(ensure_ascii=False)
+        raise SerializationError(f"data or headers are not valid Unicode: {exc}") from exc
 
 
 def seal(body: bytes, sequence: int) -> bytes:
@@ -195,7 +199,7 @@ def decode(payload: bytes, channel: str) -> Decoded:
         ) from exc
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DecodeError(
             f"payload is not JSON: {exc}", kind="json", channel=channel, payload=payload[:200]
         ) from exc
@@ -227,6 +231,16 @@ def decode(payload: bytes, channel: str) -> Decoded:
         moment = moment.replace(tzinfo=_UTC)
     headers: dict[str, str] = {}
     extra = doc.get("ebheaders")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(
+                "envelope attribute 'ebheaders' is not a JSON object",
+                kind="envelope",
+                channel=channel,
+                payload=payload[:200],
+            ) from exc
     if isinstance(extra, dict):
         headers.update((str(k), str(v)) for k, v in extra.items())
     for key in _TRACE_HEADERS:

@@ -8,10 +8,12 @@ from eventbus._errors import TransportError
 from eventbus._models import CheckResult, HealthStatus
 from eventbus._transports.base import Transport
 
-__all__ = ["SLOW_PING", "check_health", "worst"]
+__all__ = ["DROP_WINDOW", "SLOW_PING", "check_health", "worst"]
 
 #: A ping slower than this (seconds) makes the bus ``degraded``.
 SLOW_PING = 0.1
+#: A queue overflow this recent (seconds) makes the bus ``degraded``.
+DROP_WINDOW = 60.0
 
 _RANK: dict[HealthStatus, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
@@ -31,7 +33,8 @@ def check_health(
     timeout: float,
     last_message_at: float | None,
     abandoned: int,
-    new_drops: int,
+    dropped: int,
+    last_drop_at: float | None,
 ) -> dict[str, CheckResult]:
     """Run every check; never raises. ``transport`` is None when not connected."""
     if transport is None:
@@ -67,11 +70,15 @@ def check_health(
         else "no stuck handler",
         value=float(abandoned),
     )
+    recent = last_drop_at is not None and time.monotonic() - last_drop_at < DROP_WINDOW
+    if last_drop_at is None:
+        detail = "no event dropped"
+    else:
+        detail = (
+            f"{dropped} event(s) dropped in all, the last "
+            f"{time.monotonic() - last_drop_at:.0f}s ago by a full queue"
+        )
     checks["queues"] = CheckResult(
-        status="degraded" if new_drops else "healthy",
-        detail=f"{new_drops} event(s) dropped by full queues since the last check"
-        if new_drops
-        else "no drops since the last check",
-        value=float(new_drops),
+        status="degraded" if recent else "healthy", detail=detail, value=float(dropped)
     )
     return checks

@@ -26,11 +26,17 @@ class Hooks:
         self.error_hooks: list[ErrorHook] = []
         self.gap_hooks: list[GapHook] = []
 
-    def report(self, error: EventBusError, event: Event | None = None) -> None:
-        """Hand ``error`` to every error hook, or log it at ERROR if there is none."""
+    def report(
+        self, error: EventBusError, event: Event | None = None, *, log_unhandled: bool = True
+    ) -> None:
+        """Hand ``error`` to every error hook, or log it at ERROR if there is none.
+
+        ``log_unhandled=False`` is for errors the caller already logged (rate-limited).
+        """
         hooks = self.error_hooks
         if not hooks:
-            log.error("%s", error, exc_info=error.__cause__ or error)
+            if log_unhandled:
+                log.error("%s", error, exc_info=error.__cause__ or error)
             return
         for hook in hooks:
             try:

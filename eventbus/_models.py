@@ -214,6 +214,9 @@ class EventBusStats:
         events_retried: retry attempts made.
         events_dropped: events discarded by a full subscription queue.
         events_filtered: events a subscription's filter rejected.
+        duplicates_dropped: events dropped because their id arrived before (a
+            retried publish).
+        filter_errors: filter calls that raised (the event was skipped).
         decode_errors: messages from the wire that did not decode.
         publish_errors: publishes that raised.
         handler_timeouts: handler attempts that ran past their timeout.
@@ -223,6 +226,7 @@ class EventBusStats:
         reconnects: times the listener reconnected.
         gaps_detected: times possible loss was reported to ``on_gap`` hooks.
         hook_errors: exceptions raised by error or gap hooks.
+        heartbeat_errors: heartbeats (presence and client record) that failed.
         handler_p50_ms, handler_p99_ms: handler duration percentiles over recent
             runs (None before any run).
         delivery_p50_ms, delivery_p99_ms: publish-to-handler-start latency
@@ -238,6 +242,8 @@ class EventBusStats:
     events_retried: int = 0
     events_dropped: int = 0
     events_filtered: int = 0
+    duplicates_dropped: int = 0
+    filter_errors: int = 0
     decode_errors: int = 0
     publish_errors: int = 0
     handler_timeouts: int = 0
@@ -247,6 +253,7 @@ class EventBusStats:
     reconnects: int = 0
     gaps_detected: int = 0
     hook_errors: int = 0
+    heartbeat_errors: int = 0
     handler_p50_ms: float | None = None
     handler_p99_ms: float | None = None
     delivery_p50_ms: float | None = None

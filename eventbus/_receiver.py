@@ -76,17 +76,18 @@ class Receiver:
             if exc.kind not in self._logged_kinds:
                 self._logged_kinds.add(exc.kind)
                 log.warning("undecodable message on %s (%s; logged once per kind)", channel, exc)
-            self._hooks.report(exc)
+            self._hooks.report(exc, log_unhandled=False)  # logged once per kind above
             return
         event = decoded.event
         loss = self._loss
-        if loss.is_duplicate(key, event.id):
-            counters.add("duplicates_dropped")
-            return
+        # Sequence first: a retried publish is a duplicate id with a new number.
         if decoded.publisher is not None and decoded.sequence is not None:
             gap = loss.check(key, channel, decoded.publisher, decoded.sequence)
             if gap is not None:
                 self._hooks.report_gap(gap)
+        if loss.is_duplicate(key, event.id):
+            counters.add("duplicates_dropped")
+            return
         routes = self.by_key.get(key)
         if routes is None:  # a room or the broadcast channel: match types here
             routes = tuple(r for r in self.routes if r.pattern.matches(event.type))

@@ -24,7 +24,7 @@ class RetryPolicy:
     Attributes:
         max_retries: extra attempts after the first (0 = no retry).
         initial_delay: delay before the first retry, seconds.
-        max_delay: the longest delay, seconds.
+        max_delay: the longest delay, seconds, jitter included.
         jitter: up to this many random seconds are added to each delay.
     """
 
@@ -64,7 +64,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         state = tenacity.RetryCallState(self._state.retry_object, None, (), {})
         state.attempt_number = attempt
-        return float(self._wait(state))
+        return min(self.max_delay, float(self._wait(state)))
 
     def sleep(self, attempt: int, stop: threading.Event) -> bool:
         """Wait the delay after ``attempt``; False if ``stop`` was set meanwhile."""
