@@ -1,0 +1,139 @@
+"""Fixtures shared by the whole test suite: real Redis servers, and Hypothesis settings.
+
+Redis fixtures (see ``tests/_servers.py`` for :class:`RedisServer`):
+
+``redis_server`` (session)
+    One ``redis-server`` for the whole session, on a free loopback port.
+``redis_url`` (function)
+    That server's URL (``redis://127.0.0.1:PORT/0``), every database emptied
+    (``FLUSHALL``) before the test.
+``redis_client`` (function)
+    A ``redis.Redis`` for that clean server (bytes replies, short timeouts).
+``redis_server_factory`` (function)
+    ``redis_server_factory(("--notify-keyspace-events", "KEA"))`` starts one more
+    server (keyword arguments go to :class:`RedisServer`); every server it started is
+    stopped at teardown, whatever the test did. Use it for tests that kill, pause or
+    reconfigure a server: the session server must stay healthy and default.
+
+Tests that use any of them are marked ``redis`` automatically, so
+``pytest -m "not redis"`` runs the rest on a machine without Redis. Without a
+``redis-server`` binary those tests are skipped, with the reason; when ``CI`` is set
+they fail instead, since a CI run that skips its Redis tests proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+
+from _servers import RedisServer, live_servers, require_redis_server
+
+# The machines this runs on change speed 3-5x with their load: no per-example deadline.
+settings.register_profile(
+    "eventbus",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "eventbus"))
+
+_REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "redis_client", "redis_server_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a Redis fixture with ``redis``."""
+    for item in items:
+        if _REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop any redis-server still running after every fixture's teardown; fail the run."""
+    leaked = live_servers()
+    if not leaked:
+        return
+    described = ", ".join(map(repr, leaked))
+    for server in leaked:
+        server.stop()
+    message = (
+        f"{len(leaked)} redis-server process(es) outlived every fixture and have now been "
+        f"stopped: {described}. A test started a RedisServer without stopping it; use "
+        "redis_server_factory or `with RedisServer(...) as server:`."
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "leaked redis-server processes", red=True)
+        reporter.write_line(message)
+    else:  # pragma: no cover - without a terminal, say it on stderr
+        print(message)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the whole session, on a free loopback port."""
+    server = RedisServer(binary=require_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, with every database emptied before the test."""
+    if redis_server.paused:
+        redis_server.resume()
+    if not redis_server.is_running():
+        # A test broke the shared server; bring it back rather than fail every test
+        # after it. Tests that break servers should use redis_server_factory.
+        redis_server.restart()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str, redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A ``redis.Redis`` (bytes replies, short timeouts) for the clean session server."""
+    client = redis_server.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start extra servers: ``redis_server_factory(extra_args=(), **kwargs)``.
+
+    Each call returns a started :class:`RedisServer`; all are stopped at teardown,
+    also when the test failed or a start failed half-way.
+    """
+    binary = require_redis_server()
+    servers: list[RedisServer] = []
+
+    def start(extra_args: Iterable[str] = (), **kwargs: Any) -> RedisServer:
+        kwargs.setdefault("binary", binary)
+        server = RedisServer(extra_args, **kwargs)
+        servers.append(server)  # before start(): a failed start is cleaned up too
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        errors: list[BaseException] = []
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except Exception as exc:  # stop the others before reporting
+                errors.append(exc)
+        if errors:
+            raise errors[0]
