@@ -187,7 +187,7 @@ class EventBus:
             transport.start(self._receiver)
             try:
                 transport.subscribe([self._keys.broadcast_channel], timeout)
-                rooms = sorted(self._presence.rooms)
+                rooms = self._presence.rooms
                 if rooms:
                     transport.subscribe([self._keys.room_channel(r) for r in rooms], timeout)
                 keys = list(self._receiver.by_key)
@@ -594,8 +594,9 @@ class EventBus:
         """Call ``hook(error, event)`` for every failure the bus cannot raise to a caller.
 
         ``error`` is a :class:`HandlerError` (a handler's last attempt failed; the
-        handler's exception is ``error.__cause__``), a :class:`DecodeError`, or a
-        :class:`TransportError` from a background thread; ``event`` is the event
+        handler's exception is ``error.__cause__``), a :class:`FilterError`, a
+        :class:`DecodeError`, or a :class:`TransportError` or other
+        :class:`EventBusError` from a background thread; ``event`` is the event
         concerned or None. Without hooks, failures are logged. Usable as a decorator.
         """
         self._hooks.error_hooks.append(hook)
@@ -620,15 +621,14 @@ class EventBus:
         Raises:
             InvalidNameError: ``room`` breaks the naming rules.
             TransportError: the server failed.
+            BusClosedError: the bus was disconnected.
         """
         validate_room(room)
         with self._lock:
             if self._state is _State.CLOSED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
-            rooms = self._presence.rooms
-            if room in rooms:
+            if not self._presence.add(room):
                 return
-            rooms.add(room)
             transport = self._transport if self.is_connected() else None
             if transport is not None:
                 try:
@@ -636,17 +636,15 @@ class EventBus:
                     transport.subscribe([channel], self._config.operation_timeout)
                     self._presence.enter(transport, room)
                 except BaseException:
-                    rooms.discard(room)
+                    self._presence.remove(room)
                     raise
 
     def leave_room(self, room: str) -> None:
         """Stop receiving ``room``'s events and leave its member list."""
         validate_room(room)
         with self._lock:
-            rooms = self._presence.rooms
-            if room not in rooms:
+            if not self._presence.remove(room):
                 return
-            rooms.discard(room)
             transport = self._transport if self.is_connected() else None
             if transport is not None:
                 channel = self._keys.room_channel(room)

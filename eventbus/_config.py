@@ -405,7 +405,9 @@ class EventBusConfig:
                     f"url: the {scheme}:// transport is not supported yet "
                     f"(supported: {_SUPPORTED_URLS})"
                 )
-            elif scheme != "memory":
+            elif scheme == "memory":
+                object.__setattr__(self, "redis", None)  # the url wins
+            else:
                 raise ConfigurationError(f"url: must be one of {_SUPPORTED_URLS}, got {self.url!r}")
 
     @property

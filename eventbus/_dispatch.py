@@ -372,6 +372,7 @@ class Dispatcher:
         with route.lock:
             route.active = False
             dropped = len(route.queue)
+            route.dropped += dropped
             route.queue.clear()
             route.space.notify_all()
         return dropped

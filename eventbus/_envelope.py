@@ -231,17 +231,19 @@ def decode(payload: bytes, channel: str) -> Decoded:
         moment = moment.replace(tzinfo=_UTC)
     headers: dict[str, str] = {}
     extra = doc.get("ebheaders")
-    if isinstance(extra, str):
+    if isinstance(extra, str):  # our encoding: a JSON object in a string
         try:
             extra = json.loads(extra)
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError):
+            extra = None
+        if not isinstance(extra, dict):
             raise DecodeError(
-                "envelope attribute 'ebheaders' is not a JSON object",
+                "envelope attribute 'ebheaders' is not a JSON object in a string",
                 kind="envelope",
                 channel=channel,
                 payload=payload[:200],
-            ) from exc
-    if isinstance(extra, dict):
+            )
+    if isinstance(extra, dict):  # an object is accepted too; other types are ignored
         headers.update((str(k), str(v)) for k, v in extra.items())
     for key in _TRACE_HEADERS:
         if isinstance(doc.get(key), str):

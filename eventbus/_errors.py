@@ -17,6 +17,7 @@
     │   ├── PublishTimeoutError                no answer within the publish deadline
     │   └── PublishBufferFullError             the batch/outage buffer is full
     ├── DecodeError                            a message from the wire did not decode
+    ├── FilterError                            a subscription's filter raised
     └── HandlerError                           a handler failed after its last attempt
         └── HandlerTimeoutError                ... by running past its timeout
 
@@ -37,6 +38,7 @@ __all__ = [
     "DecodeError",
     "EventBusError",
     "EventTooLargeError",
+    "FilterError",
     "HandlerError",
     "HandlerTimeoutError",
     "InvalidFilterError",
@@ -53,6 +55,11 @@ __all__ = [
 
 class EventBusError(Exception):
     """Base class of every exception raised by ``eventbus``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields (and __notes__) live in __dict__: rebuild from it, since
+        # the default reduce would call __init__ with the message alone.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(EventBusError, ValueError):
@@ -92,9 +99,6 @@ class EventTooLargeError(ValidationError):
         self.size = size
         self.limit = limit
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.args, {"size": self.size, "limit": self.limit}))
-
 
 class BusStateError(EventBusError, RuntimeError):
     """The bus cannot do this in its current state (misuse)."""
@@ -123,9 +127,6 @@ class PublishTimeoutError(TransportError):
         super().__init__(message)
         self.timeout = timeout
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.args, {"timeout": self.timeout}))
-
 
 class PublishBufferFullError(TransportError):
     """The publish buffer is full; the event was not accepted.
@@ -137,9 +138,6 @@ class PublishBufferFullError(TransportError):
     def __init__(self, message: str, *, capacity: int) -> None:
         super().__init__(message)
         self.capacity = capacity
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.args, {"capacity": self.capacity}))
 
 
 class DecodeError(EventBusError):
@@ -159,9 +157,22 @@ class DecodeError(EventBusError):
         self.channel = channel
         self.payload = payload
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        fields = {"kind": self.kind, "channel": self.channel, "payload": self.payload}
-        return (_rebuild, (type(self), self.args, fields))
+
+class FilterError(EventBusError):
+    """A subscription's filter raised on an event; the event was skipped for it.
+
+    It is never raised to a caller: the bus counts it and hands it to the error hooks.
+    The filter's exception is ``__cause__``.
+
+    Attributes:
+        subscription_id: the subscription whose filter raised.
+        event_id: the event it raised on.
+    """
+
+    def __init__(self, message: str, *, subscription_id: str, event_id: str) -> None:
+        super().__init__(message)
+        self.subscription_id = subscription_id
+        self.event_id = event_id
 
 
 class HandlerError(EventBusError):
@@ -190,15 +201,6 @@ class HandlerError(EventBusError):
         self.event_id = event_id
         self.event_type = event_type
         self.attempts = attempts
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        fields = {
-            "subscription_id": self.subscription_id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "attempts": self.attempts,
-        }
-        return (_rebuild, (type(self), self.args, fields))
 
 
 class HandlerTimeoutError(HandlerError):

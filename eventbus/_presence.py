@@ -48,11 +48,39 @@ class Presence:
         self._counters = counters
         self._report = report
         self._member_info = json.dumps({"client_id": client_id, "kind": "bus"}).encode()
-        self.rooms: set[str] = set()
+        # Guards `_rooms` and orders heartbeat writes against leave(): a beat enters a
+        # room only while holding it and only if the room is still joined.
+        self._lock = threading.Lock()
+        self._rooms: set[str] = set()
         self._transport: Transport | None = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+
+    @property
+    def rooms(self) -> list[str]:
+        """The joined rooms, sorted."""
+        with self._lock:
+            return sorted(self._rooms)
+
+    def add(self, room: str) -> bool:
+        """Record ``room`` as joined; False if it already was."""
+        with self._lock:
+            if room in self._rooms:
+                return False
+            self._rooms.add(room)
+            return True
+
+    def remove(self, room: str) -> bool:
+        """Record ``room`` as left; False if it was not joined.
+
+        A heartbeat that has not yet refreshed ``room`` will not do so any more.
+        """
+        with self._lock:
+            if room not in self._rooms:
+                return False
+            self._rooms.discard(room)
+            return True
 
     def start(self, transport: Transport) -> None:
         """Start the heartbeat on ``transport``: register now, then every interval."""
@@ -79,7 +107,7 @@ class Presence:
         try:
             zset, hash_ = self._keys.client_keys
             transport.client_remove(zset, hash_, self._client_id, timeout)
-            for room in sorted(self.rooms):
+            for room in self.rooms:
                 zset, hash_ = self._keys.presence_keys(room)
                 transport.presence_remove(zset, hash_, self._client_id, timeout)
         except TransportError as exc:
@@ -128,12 +156,14 @@ class Presence:
 
     def _beat(self, transport: Transport) -> None:
         doc = self._describe()
-        doc.update(rooms=sorted(self.rooms), pid=os.getpid())
+        doc.update(rooms=self.rooms, pid=os.getpid())
         info = json.dumps(doc, separators=(",", ":")).encode()
         zset, hash_ = self._keys.client_keys
         transport.client_set(zset, hash_, self._client_id, info, self._ttl, self._timeout)
-        for room in sorted(self.rooms):
-            self.enter(transport, room)
+        for room in self.rooms:
+            with self._lock:
+                if room in self._rooms:
+                    self.enter(transport, room)
 
     def _run(self) -> None:
         while not self._stop.is_set():

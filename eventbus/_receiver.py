@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from eventbus._dispatch import Dispatcher, Route
 from eventbus._envelope import decode
-from eventbus._errors import DecodeError, ValidationError
+from eventbus._errors import DecodeError, FilterError
 from eventbus._hooks import Hooks
 from eventbus._loss import LossTracker
 from eventbus._models import Gap
@@ -100,7 +100,12 @@ class Receiver:
                     accepted = route.filter(event)
                 except Exception as exc:
                     counters.add("filter_errors")
-                    error = ValidationError(f"filter of {route.id} raised on {event.id}: {exc!r}")
+                    error = FilterError(
+                        f"filter of {route.id} ({route.pattern.source}) raised on event "
+                        f"{event.id} ({event.type}): {exc!r}; the event was skipped",
+                        subscription_id=route.id,
+                        event_id=event.id,
+                    )
                     error.__cause__ = exc
                     self._hooks.report(error, event)
                     continue

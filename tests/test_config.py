@@ -246,12 +246,6 @@ def test_a_redis_url_is_parsed_into_redis_and_wins_over_a_given_one() -> None:
     assert config.transport_url == "redis://from-url:6380/2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with url='memory://x' and a RedisConfig beside it, transport_url "
-    "(eventbus/_config.py) and EventBus.connect (eventbus/_bus.py create_transport call) "
-    "prefer `redis`, though the docstring says url wins",
-)
 def test_a_memory_url_wins_over_a_given_redis_config() -> None:
     """url='memory://x' selects the memory broker even when a RedisConfig is also given."""
     config = EventBusConfig(service_name="svc", url="memory://x", redis=RedisConfig())

@@ -154,6 +154,7 @@ def test_the_errors_with_fields_are_the_documented_ones() -> None:
         "EventTooLargeError": ["size", "limit"],
         "PublishTimeoutError": ["timeout"],
         "PublishBufferFullError": ["capacity"],
+        "FilterError": ["subscription_id", "event_id"],
         "DecodeError": ["kind", "channel", "payload"],
         "HandlerError": ["subscription_id", "event_id", "event_type", "attempts"],
         "HandlerTimeoutError": ["subscription_id", "event_id", "event_type", "attempts"],
