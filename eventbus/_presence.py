@@ -83,9 +83,14 @@ class Presence:
             return True
 
     def start(self, transport: Transport) -> None:
-        """Start the heartbeat on ``transport``: register now, then every interval."""
+        """Register on ``transport`` now, then start the heartbeat thread.
+
+        The first beat runs on the caller's thread, so that rooms joined before
+        connecting and the client record are visible when ``connect()`` returns.
+        """
         self._transport = transport
         self._stop.clear()
+        self._beat_safely(transport)
         self._thread = threading.Thread(target=self._run, name="eventbus-heartbeat", daemon=True)
         self._thread.start()
 
@@ -170,14 +175,19 @@ class Presence:
             transport = self._transport
             if transport is None:
                 return
-            try:
-                self._beat(transport)
-            except TransportError as exc:
-                self._counters.add("heartbeat_errors")
-                log.warning("heartbeat failed: %s", exc)
-            except Exception as exc:
-                self._counters.add("heartbeat_errors")
-                log.exception("heartbeat failed")
-                self._report(EventBusError(f"heartbeat failed: {exc!r}"))
             self._wake.wait(self._interval)
             self._wake.clear()
+            if not self._stop.is_set():
+                self._beat_safely(transport)
+
+    def _beat_safely(self, transport: Transport) -> None:
+        """One beat; a failure is counted and reported, and the next beat tries again."""
+        try:
+            self._beat(transport)
+        except TransportError as exc:
+            self._counters.add("heartbeat_errors")
+            log.warning("heartbeat failed: %s", exc)
+        except Exception as exc:
+            self._counters.add("heartbeat_errors")
+            log.exception("heartbeat failed")
+            self._report(EventBusError(f"heartbeat failed: {exc!r}"))
