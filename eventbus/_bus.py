@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -61,6 +62,17 @@ _sub_ids = itertools.count(1)
 _MAX_SEQUENCE_CHANNELS = 10_000
 
 
+_live_buses: weakref.WeakSet[EventBus] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bus in list(_live_buses):
+        bus._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _State(enum.Enum):
     NEW = "new"
     CONNECTED = "connected"
@@ -94,6 +106,25 @@ class EventBus:
             raise TypeError(f"config must be an EventBusConfig, got {type(config).__name__}")
         self._config = config
         self._keys = Keyspace(prefix=config.key_prefix)
+        self._max_size = config.max_event_size
+        self._publish_timeout = config.publish_timeout
+        self._routes: dict[str, Route] = {}
+        self._hooks = Hooks(Counters())
+        self._forked = False
+        self._start_process_state(rooms=[])
+        _live_buses.add(self)
+        if config.log_level is not None:
+            level = config.log_level.upper()
+            logging.getLogger("eventbus").setLevel("WARNING" if level == "WARN" else level)
+
+    def _start_process_state(self, rooms: list[str]) -> None:
+        """(Re)build everything that belongs to one process: id, locks, counters, threads.
+
+        Runs in ``__init__`` and, in a forked child, after ``fork()``: the child keeps
+        the parent's subscriptions, rooms and hooks, never its sockets, threads, locks
+        or queued events, and reconnects on first use.
+        """
+        config = self._config
         self._client_id = f"{config.service_name}:{_HOST}:{os.getpid()}:{next(_instances)}"
         self._state = _State.NEW
         self._lock = threading.RLock()  # lifecycle, subscriptions and rooms; never the hot path
@@ -101,11 +132,10 @@ class EventBus:
         self._dispatcher: Dispatcher | None = None
         self._batcher: Batcher | None = None
         self._counters = Counters()
+        self._hooks.counters = self._counters
         self._handler_latency = LatencyWindow()
         self._delivery_latency = LatencyWindow()
-        self._routes: dict[str, Route] = {}
         self._sequences: dict[str, Callable[[], int]] = {}
-        self._hooks = Hooks(self._counters)
         self._started_at = 0.0
         self._presence = Presence(
             keys=self._keys,
@@ -117,14 +147,23 @@ class EventBus:
             counters=self._counters,
             report=self._hooks.report,
         )
+        for room in rooms:
+            self._presence.add(room)
         self._receiver = Receiver(
             counters=self._counters, hooks=self._hooks, on_reconnect=self._presence.wake
         )
-        self._max_size = config.max_event_size
-        self._publish_timeout = config.publish_timeout
-        if config.log_level is not None:
-            level = config.log_level.upper()
-            logging.getLogger("eventbus").setLevel("WARNING" if level == "WARN" else level)
+        for route in self._routes.values():
+            route.reset_after_fork()
+            self._receiver.add(self._keys.event_pattern(route.pattern.source), route)
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's connection in a forked child; reconnect on first use."""
+        if self._state is not _State.CONNECTED:
+            return  # a new bus connects when told to; a closed one stays closed
+        self._forked = True
+        # Drop, never close: redis-py closes (without shutdown) the inherited sockets
+        # when they are collected, and the parent's threads do not exist here.
+        self._start_process_state(rooms=self._presence.rooms)
 
     # -- construction ------------------------------------------------------------------
 
@@ -273,7 +312,11 @@ class EventBus:
         if self._state is not _State.CONNECTED or transport is None:
             if self._state is _State.CLOSED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
-            raise BusStateError("the bus is not connected: call connect() or use `with bus:`")
+            if not self._forked:
+                raise BusStateError("the bus is not connected: call connect() or use `with bus:`")
+            self.connect()  # in a forked child: a connection of its own, on first use
+            assert self._transport is not None
+            return self._transport
         return transport
 
     # -- publishing --------------------------------------------------------------------
@@ -528,6 +571,8 @@ class EventBus:
                 except BaseException:
                     self._drop_route(route)
                     raise
+        if self._forked and self._state is _State.NEW:
+            self.connect()
         return Subscription(self, route)
 
     def on(
@@ -628,6 +673,9 @@ class EventBus:
             if self._state is _State.CLOSED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             if not self._presence.add(room):
+                return
+            if self._forked and self._state is _State.NEW:
+                self.connect()  # subscribes the room channel and enters the room
                 return
             transport = self._transport if self.is_connected() else None
             if transport is not None:

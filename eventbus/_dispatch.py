@@ -83,6 +83,14 @@ class Route:
         self.retried = 0
         self.dropped = 0
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks (a parent thread may have held them), and
+        none of the parent's queued events (the parent handles those)."""
+        self.lock = threading.Lock()
+        self.space = threading.Condition(self.lock)
+        self.queue.clear()
+        self.drainers = 0
+
     def stats(self) -> SubscriptionStats:
         """A snapshot of this subscription's counters."""
         return SubscriptionStats(

@@ -62,6 +62,15 @@ _UTC = dt.UTC
 
 _id_lock = threading.Lock()
 _id_last = [0, 0]  # [milliseconds, random part] of the newest id from this process
+
+
+def _reset_ids_after_fork() -> None:
+    global _id_lock
+    _id_lock = threading.Lock()  # a parent thread may have held it at fork time
+    _id_last[0] = _id_last[1] = 0  # and the child must not continue the parent's run
+
+
+os.register_at_fork(after_in_child=_reset_ids_after_fork)
 _RANDOM_MAX = (1 << 80) - 1
 
 

@@ -22,7 +22,7 @@ class Hooks:
     """The registered hooks of one bus; reporting never raises."""
 
     def __init__(self, counters: Counters) -> None:
-        self._counters = counters
+        self.counters = counters
         self.error_hooks: list[ErrorHook] = []
         self.gap_hooks: list[GapHook] = []
 
@@ -42,12 +42,12 @@ class Hooks:
             try:
                 hook(error, event)
             except Exception:
-                self._counters.add("hook_errors")
+                self.counters.add("hook_errors")
                 log.exception("error hook %r failed", hook)
 
     def report_gap(self, gap: Gap) -> None:
         """Count ``gap`` and hand it to every gap hook, or log it at WARNING."""
-        self._counters.add("gaps_detected")
+        self.counters.add("gaps_detected")
         hooks = self.gap_hooks
         if not hooks:
             log.warning("possible event loss: %s", gap.detail)
@@ -56,5 +56,5 @@ class Hooks:
             try:
                 hook(gap)
             except Exception:
-                self._counters.add("hook_errors")
+                self.counters.add("hook_errors")
                 log.exception("gap hook %r failed", hook)

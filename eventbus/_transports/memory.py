@@ -12,6 +12,7 @@ expire the way the Redis keys do. Nothing crosses a process boundary.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -46,8 +47,20 @@ class _Registry:
         return self.entries
 
 
+def _reset_brokers_after_fork() -> None:
+    """In a forked child: fresh locks, and none of the parent's subscribers."""
+    MemoryBroker._brokers_lock = threading.Lock()
+    for broker in MemoryBroker._brokers.values():
+        broker.lock = threading.Lock()
+        broker.transports = set()
+
+
 class MemoryBroker:
-    """One shared in-process pub/sub hub with presence storage."""
+    """One shared in-process pub/sub hub with presence storage.
+
+    Nothing crosses a process boundary: a forked child starts with the parent's
+    brokers empty of subscribers (it keeps the presence records it inherited).
+    """
 
     _brokers: ClassVar[dict[str, MemoryBroker]] = {}
     _brokers_lock = threading.Lock()
@@ -227,3 +240,6 @@ class MemoryTransport:
                 ClientRecord(client_id=member, info=info, expires_at=expiry)
                 for member, (expiry, info) in sorted(live.items())
             ]
+
+
+os.register_at_fork(after_in_child=_reset_brokers_after_fork)
