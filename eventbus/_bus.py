@@ -29,7 +29,7 @@ from eventbus._errors import (
     ValidationError,
 )
 from eventbus._filters import compile_filter
-from eventbus._health import check_health, worst
+from eventbus._health import HEALTH_PING_TIMEOUT, check_health, worst
 from eventbus._hooks import ErrorHook, GapHook, Hooks
 from eventbus._layout import Keyspace
 from eventbus._models import (
@@ -786,7 +786,7 @@ class EventBus:
         dispatcher = self._dispatcher
         checks = check_health(
             transport=self._transport if self.is_connected() else None,
-            timeout=self._config.operation_timeout,
+            timeout=min(HEALTH_PING_TIMEOUT, self._config.operation_timeout),
             last_message_at=self._receiver.last_message_at,
             abandoned=dispatcher.abandoned if dispatcher else 0,
             dropped=self._counters.get("events_dropped"),

@@ -95,9 +95,13 @@ class RedisConfig:
         socket_timeout: read/write timeout of the listener's and registry's commands.
         socket_connect_timeout: how long a connect may take.
         socket_keepalive: enable TCP keepalive on every socket.
-        health_check_interval: how often the listener PINGs through its own
-            subscribed connection, seconds (0 = off); no reply within
-            ``socket_timeout`` counts as a lost link and triggers a reconnect.
+        health_check_interval: how often the listener's watchdog probes its link,
+            seconds (0 = off): a PING through the subscribed connection, and a
+            heartbeat published on the bus's control channel that must come back
+            through the subscription. Either missing for ``probe_timeout`` seconds
+            while nothing else arrives counts as a lost link: the listener
+            reconnects, resubscribes, and the bus reports a gap.
+        probe_timeout: see ``health_check_interval``.
         max_connections: size of the command connection pool.
     """
 
@@ -113,7 +117,8 @@ class RedisConfig:
     socket_timeout: float = attrs.field(default=5.0, validator=_positive)
     socket_connect_timeout: float = attrs.field(default=2.0, validator=_positive)
     socket_keepalive: bool = True
-    health_check_interval: float = attrs.field(default=15.0)
+    health_check_interval: float = attrs.field(default=1.0)
+    probe_timeout: float = attrs.field(default=1.5, validator=_positive)
     max_connections: int = attrs.field(default=50, validator=_positive_int)
 
     @port.validator
@@ -197,6 +202,7 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "socket_connect_timeout": float,
     "socket_keepalive": _bool,
     "health_check_interval": float,
+    "probe_timeout": float,
     "max_connections": int,
     "ssl_ca_certs": str,
     "db": int,

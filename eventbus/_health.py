@@ -8,8 +8,11 @@ from eventbus._errors import TransportError
 from eventbus._models import CheckResult, HealthStatus
 from eventbus._transports.base import Transport
 
-__all__ = ["DROP_WINDOW", "SLOW_PING", "check_health", "worst"]
+__all__ = ["DROP_WINDOW", "HEALTH_PING_TIMEOUT", "SLOW_PING", "check_health", "worst"]
 
+#: The deadline of the ping of a health check, seconds: a hung server is reported
+#: within it rather than after the full operation timeout.
+HEALTH_PING_TIMEOUT = 1.0
 #: A ping slower than this (seconds) makes the bus ``degraded``.
 SLOW_PING = 0.1
 #: A queue overflow this recent (seconds) makes the bus ``degraded``.
@@ -51,11 +54,14 @@ def check_health(
             detail=f"{transport.name} ping {latency * 1000:.2f} ms" + (" (slow)" if slow else ""),
             value=round(latency * 1000, 3),
         )
-    alive = transport.listener_alive()
-    checks["listener"] = CheckResult(
-        status="healthy" if alive else "unhealthy",
-        detail="listener thread running" if alive else "listener thread is dead",
-    )
+    if not transport.listener_alive():
+        checks["listener"] = CheckResult(status="unhealthy", detail="listener thread is dead")
+    elif not transport.link_up():
+        checks["listener"] = CheckResult(
+            status="unhealthy", detail="listener link lost; reconnecting"
+        )
+    else:
+        checks["listener"] = CheckResult(status="healthy", detail="listener connected")
     if last_message_at is None:
         checks["last_message"] = CheckResult(status="healthy", detail="no message yet")
     else:

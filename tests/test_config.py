@@ -35,7 +35,8 @@ def test_redis_config_defaults() -> None:
         "socket_timeout": 5.0,
         "socket_connect_timeout": 2.0,
         "socket_keepalive": True,
-        "health_check_interval": 15.0,
+        "health_check_interval": 1.0,
+        "probe_timeout": 1.5,
         "max_connections": 50,
     }
     assert config.url == "redis://localhost:6379/0"

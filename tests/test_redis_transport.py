@@ -375,6 +375,22 @@ def test_a_hung_server_is_detected_by_the_listener_probe(
     sink.wait_payload(b"back")
 
 
+def test_a_lost_subscription_is_detected_by_the_heartbeat_round_trip(
+    redis_url: str, make_transport: Factory, names: Callable[[str], str]
+) -> None:
+    """With PING still answered but the control channel no longer subscribed, the heartbeat
+    does not come back: the link is renewed (control channel included) and delivery goes on."""
+    transport, sink = make_transport(redis_url, health_check_interval=0.1, probe_timeout=0.3)
+    channel = names("c")
+    transport.subscribe([channel], timeout=5.0)
+    transport.unsubscribe([transport._control], timeout=5.0)  # what a silent loss looks like
+    sink.wait_links(LinkState.DISCONNECTED, LinkState.RECONNECTED)
+    assert "heartbeat" in sink.links[0].reason
+    assert transport.link_up()
+    assert transport.publish(channel, b"after", timeout=2.0) == 1
+    sink.wait_payload(b"after")
+
+
 def test_the_listener_probe_raises_no_false_alarm(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory
 ) -> None:

@@ -142,6 +142,9 @@ class Transport(Protocol):
     def listener_alive(self) -> bool:
         """Whether the listener thread is running."""
 
+    def link_up(self) -> bool:
+        """Whether the listener's link works now (False while it reconnects)."""
+
     def presence_set(
         self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
     ) -> None:

@@ -202,6 +202,10 @@ class MemoryTransport:
         """Whether the listener thread runs."""
         return self._listener is not None and self._listener.is_alive()
 
+    def link_up(self) -> bool:
+        """Whether the transport is joined to its broker with a live listener."""
+        return self._started and self.listener_alive()
+
     def presence_set(
         self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
     ) -> None:

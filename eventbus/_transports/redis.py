@@ -196,6 +196,10 @@ class RedisTransport:
         self._waiting: dict[tuple[str, str], list[_Request]] = {}
         self._renewing: set[tuple[str, str]] | None = None
         self._probe_deadline: float | None = None
+        # What the current probe still waits for: the PING's reply ("pong") and the
+        # heartbeat published on the control channel coming back through the listener.
+        self._probe_waiting: set[bytes] = set()
+        self._heartbeats = 0
         self._link_up = False  # written by the listener; callers skip wake-ups when down
         # Each call passes client=<its deadline's client>; EVALSHA, loaded on NOSCRIPT.
         registrar = self._client_for(config.socket_timeout)
@@ -487,6 +491,10 @@ class RedisTransport:
         """Whether the listener thread is running."""
         return self._thread is not None and self._thread.is_alive()
 
+    def link_up(self) -> bool:
+        """Whether the listener's subscription link works now (False while reconnecting)."""
+        return self._link_up and self.listener_alive()
+
     # -- subscriptions (any thread) ----------------------------------------------------------
 
     def subscribe(self, channels: Sequence[str], timeout: float) -> None:
@@ -536,18 +544,23 @@ class RedisTransport:
 
     def _wake(self) -> None:
         """PUBLISH a wake-up for the listener; best effort (it polls every second anyway)."""
+        if self._link_up:
+            self._publish_control(_WAKE)
+
+    def _publish_control(self, data: bytes) -> None:
+        """PUBLISH ``data`` on the control channel through the wake-up pool; best effort."""
         pool = self._wake_pool
-        if pool is None or not self._link_up:
+        if pool is None:
             return
         try:
             conn: Any = pool.get_connection()
             try:
-                conn.send_command("PUBLISH", self._control, _WAKE)
+                conn.send_command("PUBLISH", self._control, data)
                 conn.read_response()
             finally:
                 pool.release(conn)
         except redis.RedisError as exc:
-            logger.debug("listener wake-up failed: %s", exc)
+            logger.debug("publish on the control channel failed: %s", exc)
 
     # -- the listener thread -----------------------------------------------------------------
 
@@ -582,7 +595,7 @@ class RedisTransport:
         """Read messages, and carry out requests, until stopped or the link fails."""
         assert self._pubsub is not None
         pubsub, requests, stop = self._pubsub, self._requests, self._stop_event
-        interval, probe_timeout = self._config.health_check_interval, self._config.socket_timeout
+        interval, probe_timeout = self._config.health_check_interval, self._config.probe_timeout
         next_probe, idle = time.monotonic() + interval, True
         while not stop.is_set():
             if not requests.empty():
@@ -593,11 +606,19 @@ class RedisTransport:
                 if self._probe_deadline is None and now >= next_probe:
                     next_probe = now + interval
                     self._probe_deadline = now + probe_timeout
+                    self._heartbeats += 1
+                    beat = b"hb:%d" % self._heartbeats
+                    self._probe_waiting = {_PROBE, beat}
                     pubsub.ping(_PROBE.decode())
+                    self._publish_control(beat)
                 if self._probe_deadline is None:
                     wait = min(wait, next_probe - now)
                 elif now > self._probe_deadline and idle:  # a backlog may hold the reply
-                    raise _LinkLost(f"no reply to the listener's PING within {probe_timeout}s")
+                    missing = " and ".join(
+                        "the reply to its PING" if item == _PROBE else "its heartbeat message"
+                        for item in sorted(self._probe_waiting)
+                    )
+                    raise _LinkLost(f"the listener did not get {missing} within {probe_timeout}s")
                 else:
                     wait = min(wait, self._probe_deadline - now)
             message = pubsub.get_message(timeout=max(0.0, wait))
@@ -611,6 +632,7 @@ class RedisTransport:
         if kind == "pmessage" or kind == "message":
             channel: bytes = message["channel"]
             if channel == self._control_b:
+                self._probe_seen(message["data"])
                 return
             assert self._sink is not None
             name = _decode(channel)
@@ -620,10 +642,17 @@ class RedisTransport:
             except Exception:
                 logger.exception("the message sink failed on a message from %r", name)
         elif kind == "pong":
-            if message["data"] == _PROBE:
-                self._probe_deadline = None
+            self._probe_seen(message["data"])
         elif message["channel"] is not None:
             self._confirm(kind, _decode(message["channel"]))
+
+    def _probe_seen(self, data: bytes) -> None:
+        """One part of the current probe came back; the probe is done when both have."""
+        waiting = self._probe_waiting
+        if data in waiting:
+            waiting.discard(data)
+            if not waiting:
+                self._probe_deadline = None
 
     def _confirm(self, kind: str, name: str) -> None:
         if self._renewing is not None:
@@ -664,6 +693,7 @@ class RedisTransport:
         pubsub = self._pubsub
         pubsub.reset()  # closes the old socket and forgets redis-py's own bookkeeping
         self._probe_deadline = None
+        self._probe_waiting = set()
         # A fresh connection has no subscriptions: pending unsubscribes hold already.
         for key in [k for k in self._waiting if k[0] not in _SUBSCRIBE_KINDS]:
             self._confirm(*key)
