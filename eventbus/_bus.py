@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import itertools
 import logging
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 from eventbus._batch import Batcher
 from eventbus._config import EventBusConfig
 from eventbus._dispatch import Dispatcher, Route
-from eventbus._envelope import SEAL_SIZE, encode, new_event_id, seal
+from eventbus._envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
@@ -437,15 +436,16 @@ class EventBus:
         user: str | None = None,
         broadcast: bool = False,
     ) -> PublishResult:
+        now_ns = time.time_ns()
         if event_id is None:
-            event_id = new_event_id()
+            event_id = new_event_id(now_ns)
         elif not isinstance(event_id, str) or _EVENT_ID.fullmatch(event_id) is None:
             raise InvalidNameError(f"event_id must be 1-64 of A-Z a-z 0-9 _ -, got {event_id!r}")
         body = encode(
             event_id=event_id,
             event_type=event_type,
             source=self._config.service_name,
-            moment=dt.datetime.now(dt.UTC),
+            moment=timestamp(now_ns),
             data=data,
             publisher=self._client_id,
             room=room,

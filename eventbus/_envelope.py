@@ -35,7 +35,6 @@ headers go through :func:`json.dumps`. The sequence number comes last
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -49,7 +48,16 @@ import attrs
 from eventbus._errors import DecodeError, SerializationError
 from eventbus._models import Event
 
-__all__ = ["SEAL_SIZE", "Decoded", "decode", "encode", "format_time", "new_event_id", "seal"]
+__all__ = [
+    "SEAL_SIZE",
+    "Decoded",
+    "decode",
+    "encode",
+    "format_time",
+    "new_event_id",
+    "seal",
+    "timestamp",
+]
 
 #: The most bytes :func:`seal` adds to an encoded body.
 SEAL_SIZE = 32
@@ -74,28 +82,54 @@ os.register_at_fork(after_in_child=_reset_ids_after_fork)
 _RANDOM_MAX = (1 << 80) - 1
 
 
-def new_event_id() -> str:
+def new_event_id(now_ns: int | None = None) -> str:
     """A new ULID: 48 bits of milliseconds then 80 random bits, 26 Crockford chars.
 
     Monotonic within the process: an id made in the same millisecond as the one
     before it takes that one's random part plus one, so ids sort in creation order.
+    ``now_ns`` is the wall clock in nanoseconds (read now when None).
     """
-    now = time.time_ns() // 1_000_000
+    now = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
     with _id_lock:
         if now <= _id_last[0] and _id_last[1] < _RANDOM_MAX:
             now, rand = _id_last[0], _id_last[1] + 1
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _id_last[0], _id_last[1] = now, rand
-    # 160 bits whose top 30 are zero: base32 gives 6 "A"s, then the 26 ULID chars.
+    v, p = now << 80 | rand, _PAIRS  # 130 bits (2 leading zeros), 13 pairs of 5-bit chars
     return (
-        base64.b32encode((now << 80 | rand).to_bytes(20, "big"))[6:]
-        .translate(_TO_CROCKFORD)
-        .decode()
+        p[v >> 120]
+        + p[(v >> 110) & 1023]
+        + p[(v >> 100) & 1023]
+        + p[(v >> 90) & 1023]
+        + p[(v >> 80) & 1023]
+        + p[(v >> 70) & 1023]
+        + p[(v >> 60) & 1023]
+        + p[(v >> 50) & 1023]
+        + p[(v >> 40) & 1023]
+        + p[(v >> 30) & 1023]
+        + p[(v >> 20) & 1023]
+        + p[(v >> 10) & 1023]
+        + p[v & 1023]
     )
 
 
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_stamp_cache = (0, "1970-01-01T00:00:00")  # (second, its text): replaced whole, never mutated
+
+
+def timestamp(now_ns: int) -> str:
+    """RFC 3339 UTC text with microseconds for ``now_ns`` (ns since the epoch).
+
+    The date-and-second prefix is cached per second: formatting is on the publish
+    hot path, and ``strftime`` costs several microseconds.
+    """
+    global _stamp_cache
+    second, fraction = divmod(now_ns, 1_000_000_000)
+    cached = _stamp_cache
+    if cached[0] != second:
+        cached = _stamp_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{fraction // 1000:06d}Z"
 
 
 def format_time(moment: dt.datetime) -> str:
@@ -115,7 +149,7 @@ def encode(
     event_id: str,
     event_type: str,
     source: str,
-    moment: dt.datetime,
+    moment: dt.datetime | str,
     data: Any,
     publisher: str,
     room: str | None = None,
@@ -126,7 +160,8 @@ def encode(
     """Encode one event as UTF-8 JSON bytes, all but the sequence number (:func:`seal`).
 
     ``event_id``, ``event_type``, ``source``, ``publisher``, ``room`` and ``user`` must
-    already be validated (no characters that need JSON escaping).
+    already be validated (no characters that need JSON escaping). ``moment`` is a
+    datetime, or its RFC 3339 text already (see :func:`timestamp`).
 
     Raises:
         SerializationError: ``data`` or ``headers`` cannot be encoded as JSON.
@@ -139,7 +174,7 @@ def encode(
         '","type":"',
         event_type,
         '","time":"',
-        format_time(moment),
+        moment if isinstance(moment, str) else format_time(moment),
         '","datacontenttype":"application/json","ebpub":"',
         publisher,
         '"',

@@ -13,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import DecodeError, Event, SerializationError
-from eventbus._envelope import SEAL_SIZE, decode, encode, format_time, new_event_id, seal
+from eventbus._envelope import (
+    SEAL_SIZE,
+    decode,
+    encode,
+    format_time,
+    new_event_id,
+    seal,
+    timestamp,
+)
 
 CHANNEL = "eventbus:ev:photo.uploaded"
 MOMENT = dt.datetime(2026, 11, 28, 17, 51, 9, 123456, tzinfo=dt.UTC)
@@ -408,3 +416,14 @@ def test_event_ids_are_unique_across_threads() -> None:
     assert len(set(everything)) == len(everything)
     for out in per_thread:
         assert out == sorted(out)
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))
+def test_timestamp_is_rfc3339_utc_to_the_microsecond(now_ns: int) -> None:
+    """timestamp(ns) is the same instant as datetime, truncated to microseconds, ending in Z."""
+    text = timestamp(now_ns)
+    assert text.endswith("Z")
+    parsed = dt.datetime.fromisoformat(text)
+    seconds, nanos = divmod(now_ns, 10**9)
+    expected = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=nanos // 1000)
+    assert parsed == expected
