@@ -58,7 +58,10 @@ myst_heading_anchors = 3
 
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
-autodoc_preserve_defaults = True
+# False: show default values, not their source text. With True, the generated
+# __init__ of attrs classes renders as `host=attr_dict['host'].default`. Defaults made
+# by a factory still render as NOTHING: api.md spells out those two signatures.
+autodoc_preserve_defaults = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
