@@ -789,7 +789,7 @@ class EventBus:
             timeout=min(HEALTH_PING_TIMEOUT, self._config.operation_timeout),
             last_message_at=self._receiver.last_message_at,
             abandoned=dispatcher.abandoned if dispatcher else 0,
-            dropped=self._counters.get("events_dropped"),
+            dropped=dispatcher.overflow_drops if dispatcher else 0,
             last_drop_at=dispatcher.last_drop_at if dispatcher else None,
         )
         return HealthCheckResult(

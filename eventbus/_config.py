@@ -92,7 +92,9 @@ class RedisConfig:
             applications share one Redis; letters, digits and ``_ . : / -``.
         ssl: use TLS (``rediss://``); ``ssl_ca_certs`` a CA bundle path.
         unix_socket_path: connect over a Unix socket instead of TCP.
-        socket_timeout: read/write timeout of the listener's and registry's commands.
+        socket_timeout: read/write timeout of the listener's connection (its
+            subscribe confirmations); other commands run under the deadline of
+            their call (``publish_timeout``, ``operation_timeout``).
         socket_connect_timeout: how long a connect may take.
         socket_keepalive: enable TCP keepalive on every socket.
         health_check_interval: how often the listener's watchdog probes its link,
@@ -102,7 +104,8 @@ class RedisConfig:
             while nothing else arrives counts as a lost link: the listener
             reconnects, resubscribes, and the bus reports a gap.
         probe_timeout: see ``health_check_interval``.
-        max_connections: size of the command connection pool.
+        max_connections: size of each command connection pool (there is one per
+            distinct deadline, at most 8).
     """
 
     host: str = attrs.field(default="localhost")

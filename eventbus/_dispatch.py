@@ -138,7 +138,8 @@ class Dispatcher:
         self._idle = threading.Condition()
         self._busy = 0  # drainers running or queued in the pool
         self._abandoned = 0
-        #: monotonic time of the newest overflow drop, None before any
+        #: events dropped by full queues, and the monotonic time of the newest such drop
+        self.overflow_drops = 0
         self.last_drop_at: float | None = None
         self._deadlines: list[tuple[float, int, _Attempt]] = []
         self._tiebreak = itertools.count()
@@ -184,6 +185,7 @@ class Dispatcher:
             if len(route.queue) < route.queue_size:
                 return True
         route.dropped += 1
+        self.overflow_drops += 1
         self.last_drop_at = time.monotonic()
         self._counters.add("events_dropped")
         if route.dropped == 1 or route.dropped % 1000 == 0:

@@ -81,8 +81,8 @@ def check_health(
         detail = "no event dropped"
     else:
         detail = (
-            f"{dropped} event(s) dropped in all, the last "
-            f"{time.monotonic() - last_drop_at:.0f}s ago by a full queue"
+            f"{dropped} event(s) dropped by full queues, the last "
+            f"{time.monotonic() - last_drop_at:.0f}s ago"
         )
     checks["queues"] = CheckResult(
         status="degraded" if recent else "healthy", detail=detail, value=float(dropped)

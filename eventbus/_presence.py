@@ -37,7 +37,7 @@ class Presence:
         timeout: float,
         describe: Callable[[], dict[str, object]],
         counters: Counters,
-        report: Callable[[EventBusError], None],
+        report: Callable[..., None],
     ) -> None:
         self._keys = keys
         self._client_id = client_id
@@ -187,6 +187,7 @@ class Presence:
         except TransportError as exc:
             self._counters.add("heartbeat_errors")
             log.warning("heartbeat failed: %s", exc)
+            self._report(exc, log_unhandled=False)  # logged just above
         except Exception as exc:
             self._counters.add("heartbeat_errors")
             log.exception("heartbeat failed")

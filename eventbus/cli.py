@@ -68,8 +68,8 @@ _DESCRIPTION = """\
 Publish, watch and inspect events of an eventbus deployment.
 
 The transport comes from --url, else from the environment as EventBus.from_env()
-reads it (EVENTBUS_URL, else REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_DB /
-EVENTBUS_KEY_PREFIX), else memory://, the in-process broker, which only the `demo`
+reads it (EVENTBUS_URL, else REDIS_HOST / REDIS_PORT / REDIS_USERNAME /
+REDIS_PASSWORD / REDIS_DB / EVENTBUS_KEY_PREFIX), else memory://, the in-process broker, which only the `demo`
 can use to any effect: no other process shares it.
 """
 

@@ -7,8 +7,9 @@ Three kinds of connection, all named with ``CLIENT SETNAME``:
   hung server holds a caller about the timeout it passed, also while a new
   connection shakes hands. ``publish`` talks to a pooled connection directly: one
   PUBLISH, no retry (a retried PUBLISH can be delivered twice), no lock of ours.
-* a small **wake-up pool** with a short timeout, used to PUBLISH a wake-up on the
-  bus's control channel so that the listener picks up a (p)subscribe request at once.
+* a small **wake-up pool** with a short timeout, used to PUBLISH on the bus's control
+  channel: wake-ups, so that the listener picks up a (p)subscribe request at once,
+  and the watchdog's heartbeats.
 * one :class:`redis.client.PubSub`, owned by the **listener thread** alone
   (redis-py's PubSub is not thread-safe): other threads hand it (un)subscribe
   requests through a queue and wait until the server confirmed them.
@@ -18,9 +19,12 @@ supported_errors=())`` on every pool): the transport raises typed errors and the
 caller decides. The listener reconnects by
 itself, with exponential backoff and jitter, renews every channel and pattern, and
 reports the outage to the sink (``DISCONNECTED`` then ``RECONNECTED``). Every
-``health_check_interval`` seconds it PINGs through its own subscribed connection and
-treats a reply missing for ``socket_timeout`` seconds as a lost link, which catches a
-hung server or a half-open socket that redis-py's own health check does not.
+``health_check_interval`` seconds its watchdog PINGs through its own subscribed
+connection and publishes a heartbeat on the control channel; if the PING's reply or
+the heartbeat has not come back through the subscription within ``probe_timeout``
+seconds (and nothing else arrived meanwhile), the link counts as lost. That catches
+a hung server, a half-open socket and a silently lost subscription, none of which
+redis-py's own health check detects.
 """
 
 from __future__ import annotations
