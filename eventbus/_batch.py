@@ -21,7 +21,10 @@ from eventbus._errors import PublishBufferFullError, TransportError
 from eventbus._stats import Counters
 from eventbus._transports.base import Transport
 
-__all__ = ["Batcher"]
+__all__ = ["LINK_WAIT", "Batcher"]
+
+#: After a failed send, how long the flusher waits for the listener to be back.
+LINK_WAIT = 5.0
 
 log = logging.getLogger("eventbus.publish")
 
@@ -128,26 +131,30 @@ class Batcher:
                 return
             try:
                 self._transport.publish_many(batch, self._timeout)
-            except TransportError as exc:
+            except Exception as exc:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
                     self._in_flight = 0
-                self._report(exc)
-                if self._closing.wait(backoff):
+                if isinstance(exc, TransportError):
+                    self._report(exc)
+                else:  # a bug, not an outage: report it loudly and go on
+                    log.exception("flusher failed; %d event(s) requeued", len(batch))
+                    self._report(TransportError(f"flusher failed: {exc!r}"))
+                if self._closing.wait(backoff) or not self._await_link():
                     return
                 backoff = min(backoff * 2, 2.0)
-                continue
-            except Exception as exc:  # a bug, not an outage: report it and go on
-                log.exception("flusher failed; %d event(s) requeued", len(batch))
-                with self._cond:
-                    self._queue.extendleft(reversed(batch))
-                    self._in_flight = 0
-                self._report(TransportError(f"flusher failed: {exc!r}"))
-                if self._closing.wait(backoff):
-                    return
                 continue
             backoff = 0.05
             self._counters.add("events_published", len(batch))
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _await_link(self) -> bool:
+        """After a failure, give the listener up to ``LINK_WAIT`` s to resubscribe first,
+        so that this bus's own subscriptions get the events it sends; False if closing."""
+        deadline = time.monotonic() + LINK_WAIT
+        while not self._transport.link_up() and time.monotonic() < deadline:
+            if self._closing.wait(0.05):
+                return False
+        return True

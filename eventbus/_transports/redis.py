@@ -614,7 +614,8 @@ class RedisTransport:
                     beat = b"hb:%d" % self._heartbeats
                     self._probe_waiting = {_PROBE, beat}
                     pubsub.ping(_PROBE.decode())
-                    self._publish_control(beat)
+                    self._publish_control(beat)  # may block up to _WAKE_TIMEOUT
+                    now = time.monotonic()
                 if self._probe_deadline is None:
                     wait = min(wait, next_probe - now)
                 elif now > self._probe_deadline and idle:  # a backlog may hold the reply
