@@ -222,27 +222,35 @@ class EventBus:
                 control_channel=self._keys.control_channel(self._client_id),
             )
             timeout = config.operation_timeout
-            transport.start(self._receiver)
-            try:
-                transport.subscribe([self._keys.broadcast_channel], timeout)
-                rooms = self._presence.rooms
-                if rooms:
-                    transport.subscribe([self._keys.room_channel(r) for r in rooms], timeout)
-                keys = list(self._receiver.by_key)
-                if keys:
-                    transport.psubscribe(keys, timeout)
-            except BaseException:
-                transport.stop(timeout)
-                raise
-            self._transport = transport
-            self._dispatcher = Dispatcher(
+            # The pool exists before the first message can arrive (its threads start
+            # lazily), so nothing received while subscribing is lost.
+            dispatcher = Dispatcher(
                 threads=config.handler_threads,
                 counters=self._counters,
                 handler_latency=self._handler_latency,
                 delivery_latency=self._delivery_latency,
                 report=self._hooks.report,
             )
-            self._receiver.dispatcher = self._dispatcher
+            self._receiver.dispatcher = dispatcher
+            try:
+                transport.start(self._receiver)
+                try:
+                    transport.subscribe([self._keys.broadcast_channel], timeout)
+                    rooms = self._presence.rooms
+                    if rooms:
+                        transport.subscribe([self._keys.room_channel(r) for r in rooms], timeout)
+                    keys = list(self._receiver.by_key)
+                    if keys:
+                        transport.psubscribe(keys, timeout)
+                except BaseException:
+                    transport.stop(timeout)
+                    raise
+            except BaseException:
+                self._receiver.dispatcher = None
+                dispatcher.shutdown(0)
+                raise
+            self._transport = transport
+            self._dispatcher = dispatcher
             if config.performance.batch_size > 1:
                 self._batcher = Batcher(
                     transport=transport,
