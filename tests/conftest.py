@@ -9,6 +9,9 @@ Redis fixtures (see ``tests/_servers.py`` for :class:`RedisServer`):
     (``FLUSHALL``) before the test.
 ``redis_client`` (function)
     A ``redis.Redis`` for that clean server (bytes replies, short timeouts).
+``transport_url`` (function, parametrized)
+    Once with a fresh ``memory://`` broker, once with the clean test Redis and a key
+    prefix of its own: the contract suite runs every test against both transports.
 ``redis_server_factory`` (function)
     ``redis_server_factory(("--notify-keyspace-events", "KEA"))`` starts one more
     server (keyword arguments go to :class:`RedisServer`); every server it started is
@@ -24,6 +27,7 @@ they fail instead, since a CI run that skips its Redis tests proves nothing.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -137,3 +141,14 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def transport_url(request: pytest.FixtureRequest) -> str:
+    """An isolated broker for a contract test, once per transport: a fresh
+    ``memory://`` name, or the clean test Redis with a fresh key prefix."""
+    tag = uuid.uuid4().hex[:8]
+    if request.param == "memory":
+        return f"memory://test-{tag}"
+    url: str = request.getfixturevalue("redis_url")
+    return f"{url}?key_prefix=t{tag}:"

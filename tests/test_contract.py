@@ -6,7 +6,6 @@ import datetime as dt
 import itertools
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,16 +34,6 @@ from _helpers import Recorder, wait_for
 
 BusFactory = Callable[..., EventBus]
 _names = itertools.count(1)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def transport_url(request: pytest.FixtureRequest) -> str:
-    """A URL for an isolated broker: a fresh memory:// name, or Redis with a fresh prefix."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "memory":
-        return f"memory://contract-{tag}"
-    url: str = request.getfixturevalue("redis_url")
-    return f"{url}?key_prefix=t{tag}:"
 
 
 @pytest.fixture

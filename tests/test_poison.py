@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -37,16 +36,6 @@ POISON: dict[str, tuple[bytes, str]] = {
     # json.loads raises RecursionError, not ValueError, on this.
     "nested-100k-deep": (b"[" * 100_000 + b"]" * 100_000, "json"),
 }
-
-
-@pytest.fixture(params=["memory", "redis"])
-def transport_url(request: pytest.FixtureRequest) -> str:
-    """A fresh memory:// broker, or the test Redis with a fresh key prefix."""
-    tag = uuid.uuid4().hex[:8]
-    if request.param == "memory":
-        return f"memory://poison-{tag}"
-    url: str = request.getfixturevalue("redis_url")
-    return f"{url}?key_prefix=p{tag}:"
 
 
 @pytest.fixture
