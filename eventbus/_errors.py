@@ -15,7 +15,8 @@
     ├── TransportError                         the transport failed; wraps its cause
     │   ├── TransportConnectionError           cannot reach the server
     │   ├── PublishTimeoutError                no answer within the publish deadline
-    │   └── PublishBufferFullError             the batch/outage buffer is full
+    │   ├── PublishBufferFullError             the batch/outage buffer is full
+    │   └── GroupMissingError                  a group's stream or consumer group is gone
     ├── DecodeError                            a message from the wire did not decode
     ├── FilterError                            a subscription's filter raised
     └── HandlerError                           a handler failed after its last attempt
@@ -39,6 +40,7 @@ __all__ = [
     "EventBusError",
     "EventTooLargeError",
     "FilterError",
+    "GroupMissingError",
     "HandlerError",
     "HandlerTimeoutError",
     "InvalidFilterError",
@@ -138,6 +140,23 @@ class PublishBufferFullError(TransportError):
     def __init__(self, message: str, *, capacity: int) -> None:
         super().__init__(message)
         self.capacity = capacity
+
+
+class GroupMissingError(TransportError):
+    """A durable group's stream or consumer group no longer exists on the server.
+
+    Redis was flushed, or restarted without persistence. The bus recreates the group
+    with a warning; nothing in the server can say what was lost.
+
+    Attributes:
+        stream: the group's stream key.
+        group: the group's name.
+    """
+
+    def __init__(self, message: str, *, stream: str, group: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.group = group
 
 
 class DecodeError(EventBusError):

@@ -65,6 +65,24 @@ class Keyspace:
         """(sorted set client id -> expiry ms, hash client id -> info) of live buses."""
         return (f"{self.prefix}{{clients}}:z", f"{self.prefix}{{clients}}:h")
 
+    @property
+    def groups_registry(self) -> str:
+        """The hash of durable groups: group name -> its spec (pattern, options) as JSON."""
+        return f"{self.prefix}groups"
+
+    @property
+    def groups_channel(self) -> str:
+        """The channel on which a bus announces a newly registered group."""
+        return f"{self.prefix}groups:changed"
+
+    def group_stream(self, group: str) -> str:
+        """The stream of durable group ``group`` (its consumer group has the same name)."""
+        return f"{self.prefix}group:{{{group}}}"
+
+    def dead_letter_stream(self, group: str) -> str:
+        """The dead-letter stream of ``group``; same hash tag as its stream."""
+        return f"{self.prefix}dlq:{{{group}}}"
+
     def control_channel(self, client_id: str) -> str:
         """A bus's private channel (listener wake-ups and heartbeat round trips)."""
         return f"{self.prefix}ctl:{client_id}"

@@ -40,6 +40,8 @@ _FIELD_VALUES: dict[str, Any] = {
     "event_id": "01JDQ7Z8X5N6M4K3J2H1G0F9E8",
     "event_type": "photo.uploaded",
     "attempts": 4,
+    "stream": "eventbus:group:{thumbnails}",
+    "group": "thumbnails",
 }
 
 
@@ -155,6 +157,7 @@ def test_the_errors_with_fields_are_the_documented_ones() -> None:
         "PublishTimeoutError": ["timeout"],
         "PublishBufferFullError": ["capacity"],
         "FilterError": ["subscription_id", "event_id"],
+        "GroupMissingError": ["stream", "group"],
         "DecodeError": ["kind", "channel", "payload"],
         "HandlerError": ["subscription_id", "event_id", "event_type", "attempts"],
         "HandlerTimeoutError": ["subscription_id", "event_id", "event_type", "attempts"],

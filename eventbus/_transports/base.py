@@ -21,9 +21,14 @@ import attrs
 
 __all__ = [
     "ClientRecord",
+    "DeadLetter",
+    "GroupInfo",
+    "GroupStore",
     "LinkEvent",
     "LinkState",
     "MessageSink",
+    "StreamEntry",
+    "StreamTarget",
     "Transport",
 ]
 
@@ -166,3 +171,158 @@ class Transport(Protocol):
 
     def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
         """Every live registered bus, expired ones pruned."""
+
+
+# -- durable groups (Redis Streams) -------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StreamTarget:
+    """A group stream a publish routes a copy into.
+
+    Attributes:
+        stream: the stream key (``{p}group:{G}``).
+        maxlen: keep about this many entries (``XADD ... MAXLEN ~``); None = unbounded.
+    """
+
+    stream: str
+    maxlen: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StreamEntry:
+    """One entry of a group stream as a consumer gets it.
+
+    Attributes:
+        id: the stream entry id (``<ms>-<seq>``).
+        payload: the envelope, as published.
+        deliveries: how many times the group delivered it, this time included.
+    """
+
+    id: str
+    payload: bytes
+    deliveries: int
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetter:
+    """One entry of a group's dead-letter stream.
+
+    Attributes:
+        id: the dead-letter stream's entry id.
+        source_id: the entry id it had in the group stream.
+        payload: the envelope.
+        error: the last error, as text.
+        deliveries: how many times it was delivered before it was given up.
+        consumer: the consumer that gave it up.
+    """
+
+    id: str
+    source_id: str
+    payload: bytes
+    error: str
+    deliveries: int
+    consumer: str
+
+
+@attrs.frozen(kw_only=True)
+class GroupInfo:
+    """The state of one group's stream (for ``eventbus groups`` and health).
+
+    Attributes:
+        length: entries in the stream now.
+        pending: entries delivered and not acknowledged.
+        consumers: consumers the group knows.
+        lag: entries not yet delivered to the group; None when the server cannot tell.
+        oldest_pending_age: seconds since the oldest pending entry was delivered.
+        dead_letters: entries in the dead-letter stream.
+    """
+
+    length: int
+    pending: int
+    consumers: int
+    lag: int | None
+    oldest_pending_age: float | None
+    dead_letters: int
+
+
+class GroupStore(Protocol):
+    """Stream operations behind durable groups; transports implement it beside
+    :class:`Transport`.
+
+    A group ``G`` has a stream (one entry per routed event), a consumer group of the
+    same name on it, and a dead-letter stream. Keys come from
+    :class:`eventbus._layout.Keyspace`. Errors are :class:`~eventbus.TransportError`
+    subclasses, as for :class:`Transport`.
+    """
+
+    def route(
+        self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
+    ) -> int:
+        """PUBLISH ``payload`` on ``channel`` and append it to every target stream, in
+        one round trip; return the PUBLISH's receivers."""
+
+    def route_many(
+        self,
+        messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
+        timeout: float,
+    ) -> list[int]:
+        """:meth:`route` for several messages, in order, in one round trip."""
+
+    def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
+        """Create the consumer group (and the stream if missing); False if it existed.
+
+        ``start`` is ``"$"`` (new entries only) or an entry id / ``"<ms>-0"``.
+        """
+
+    def group_read(
+        self, stream: str, group: str, consumer: str, count: int, block: float
+    ) -> list[StreamEntry]:
+        """Up to ``count`` entries never delivered to the group, waiting up to ``block``
+        seconds for the first; each is now pending for ``consumer``.
+
+        Raises:
+            GroupMissingError: the stream or the consumer group does not exist (the
+                server lost it); the caller recreates it.
+        """
+
+    def group_ack(self, stream: str, group: str, ids: Sequence[str], timeout: float) -> int:
+        """Acknowledge entries; return how many were pending."""
+
+    def group_claim(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int, timeout: float
+    ) -> tuple[list[StreamEntry], list[str]]:
+        """Take over up to ``count`` entries pending for over ``min_idle`` seconds with
+        any consumer (a dead one's); return them (deliveries counted) and the ids of
+        pending entries whose data is gone (trimmed), which are acknowledged."""
+
+    def dead_letter(
+        self,
+        stream: str,
+        group: str,
+        dlq: str,
+        entry: StreamEntry,
+        consumer: str,
+        error: str,
+        timeout: float,
+    ) -> None:
+        """Move ``entry`` to the dead-letter stream and acknowledge it, atomically."""
+
+    def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
+        """The group's backlog, pending entries, consumers and dead letters."""
+
+    def dead_letters(self, dlq: str, count: int, timeout: float) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters."""
+
+    def replay(self, dlq: str, stream: str, ids: Sequence[str] | None, timeout: float) -> int:
+        """Append dead letters (all, or those ``ids``) to the group stream again and
+        remove them from the dead-letter stream; return how many."""
+
+    def purge(self, dlq: str, timeout: float) -> int:
+        """Delete every dead letter; return how many there were."""
+
+    def registry_set(self, key: str, group: str, spec: bytes, timeout: float) -> None:
+        """Record group ``group`` in the registry hash with its ``spec`` (JSON)."""
+
+    def registry_all(self, key: str, timeout: float) -> dict[str, bytes]:
+        """Every registered group and its spec."""
