@@ -35,12 +35,14 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
+from eventbus._groups import GroupOptions
 from eventbus._models import (
     CheckResult,
     ClientInfo,
     Event,
     EventBusStats,
     Gap,
+    GroupStats,
     HealthCheckResult,
     HealthStatus,
     PublishResult,
@@ -68,6 +70,8 @@ for _name in (
     FilterError,
     Gap,
     GroupMissingError,
+    GroupOptions,
+    GroupStats,
     HandlerError,
     HandlerTimeoutError,
     HealthCheckResult,
@@ -106,6 +110,8 @@ __all__ = [
     "FilterError",
     "Gap",
     "GroupMissingError",
+    "GroupOptions",
+    "GroupStats",
     "HandlerError",
     "HandlerTimeoutError",
     "HealthCheckResult",

@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from eventbus._errors import PublishBufferFullError, TransportError
 from eventbus._stats import Counters
-from eventbus._transports.base import Transport
+from eventbus._transports.base import GroupStore, StreamTarget, Transport
 
 __all__ = ["LINK_WAIT", "Batcher"]
 
@@ -50,7 +51,7 @@ class Batcher:
         self._timeout = timeout
         self._counters = counters
         self._report = report
-        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queue: deque[tuple[str, bytes, Sequence[StreamTarget]]] = deque()
         self._in_flight = 0
         self._cond = threading.Condition()
         self._closing = threading.Event()
@@ -62,8 +63,8 @@ class Batcher:
         """Messages queued or being sent."""
         return len(self._queue) + self._in_flight
 
-    def put(self, channel: str, payload: bytes) -> None:
-        """Queue one message.
+    def put(self, channel: str, payload: bytes, targets: Sequence[StreamTarget] = ()) -> None:
+        """Queue one message (and the group streams it is also appended to).
 
         Raises:
             PublishBufferFullError: ``capacity`` messages are already waiting.
@@ -75,7 +76,7 @@ class Batcher:
                     "slow or unreachable",
                     capacity=self._capacity,
                 )
-            self._queue.append((channel, payload))
+            self._queue.append((channel, payload, targets))
             if len(self._queue) == 1 or len(self._queue) >= self._batch_size:
                 self._cond.notify_all()
 
@@ -106,7 +107,7 @@ class Batcher:
             log.error("bus closed with %d batched event(s) unsent: they are lost", lost)
         return lost
 
-    def _take(self) -> list[tuple[str, bytes]]:
+    def _take(self) -> list[tuple[str, bytes, Sequence[StreamTarget]]]:
         """Wait for a batch (full, or due by ``interval``); empty when closing."""
         with self._cond:
             while not self._queue:
@@ -130,7 +131,12 @@ class Batcher:
             if not batch:
                 return
             try:
-                self._transport.publish_many(batch, self._timeout)
+                if any(targets for _, _, targets in batch):
+                    cast(GroupStore, self._transport).route_many(batch, self._timeout)
+                else:
+                    self._transport.publish_many(
+                        [(channel, payload) for channel, payload, _ in batch], self._timeout
+                    )
             except Exception as exc:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))

@@ -11,9 +11,9 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from eventbus._batch import Batcher
 from eventbus._config import EventBusConfig
@@ -28,6 +28,8 @@ from eventbus._errors import (
     ValidationError,
 )
 from eventbus._filters import compile_filter
+from eventbus._group_manager import GroupManager
+from eventbus._groups import GroupOptions
 from eventbus._health import HEALTH_PING_TIMEOUT, check_health, worst
 from eventbus._hooks import ErrorHook, GapHook, Hooks
 from eventbus._layout import Keyspace
@@ -38,7 +40,12 @@ from eventbus._models import (
     HealthCheckResult,
     PublishResult,
 )
-from eventbus._names import validate_event_type, validate_room, validate_user_id
+from eventbus._names import (
+    validate_event_type,
+    validate_group,
+    validate_room,
+    validate_user_id,
+)
 from eventbus._patterns import compile_pattern, validate_pattern
 from eventbus._presence import Presence
 from eventbus._receiver import Receiver
@@ -46,7 +53,7 @@ from eventbus._retry import RetryPolicy
 from eventbus._stats import Counters, LatencyWindow
 from eventbus._subscription import Subscription
 from eventbus._transports import create_transport
-from eventbus._transports.base import Transport
+from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, Transport
 
 __all__ = ["EventBus"]
 
@@ -108,6 +115,7 @@ class EventBus:
         self._max_size = config.max_event_size
         self._publish_timeout = config.publish_timeout
         self._routes: dict[str, Route] = {}
+        self._group_specs: dict[str, tuple[str, GroupOptions]] = {}  # route id -> group
         self._hooks = Hooks(Counters())
         self._forked = False
         self._start_process_state(rooms=[])
@@ -149,11 +157,27 @@ class EventBus:
         for room in rooms:
             self._presence.add(room)
         self._receiver = Receiver(
-            counters=self._counters, hooks=self._hooks, on_reconnect=self._presence.wake
+            counters=self._counters,
+            hooks=self._hooks,
+            on_reconnect=self._presence.wake,
+            groups_channel=self._keys.groups_channel,
+            on_groups_changed=self._presence.wake,
         )
+        self._groups = GroupManager(
+            keys=self._keys,
+            client_id=self._client_id,
+            hooks=self._hooks,
+            counters=self._counters,
+            timeout=config.operation_timeout,
+        )
+        self._presence.on_beat = self._groups.reload
         for route in self._routes.values():
             route.reset_after_fork()
-            self._receiver.add(self._keys.event_pattern(route.pattern.source), route)
+            spec = self._group_specs.get(route.id)
+            if spec is None:
+                self._receiver.add(self._keys.event_pattern(route.pattern.source), route)
+            else:
+                self._groups.add(route, *spec)
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's connection in a forked child; reconnect on first use."""
@@ -235,7 +259,9 @@ class EventBus:
             try:
                 transport.start(self._receiver)
                 try:
-                    transport.subscribe([self._keys.broadcast_channel], timeout)
+                    transport.subscribe(
+                        [self._keys.broadcast_channel, self._keys.groups_channel], timeout
+                    )
                     rooms = self._presence.rooms
                     if rooms:
                         transport.subscribe([self._keys.room_channel(r) for r in rooms], timeout)
@@ -263,8 +289,25 @@ class EventBus:
                 )
             self._started_at = time.monotonic()
             self._state = _State.CONNECTED
-            self._presence.start(transport)
+            self._presence.start(transport)  # its first beat also loads the group registry
+            try:
+                self._groups.start_all(transport, dispatcher)
+            except BaseException:
+                self._abort_connect()
+                raise
         log.info("bus %s connected to %s", self._client_id, config.transport_url)
+
+    def _abort_connect(self) -> None:
+        """Undo a connect that failed half-way (lock held); the bus is new again."""
+        self._groups.stop_reading(0)
+        if self._batcher is not None:
+            self._batcher.close(0)
+        self._presence.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown(0)
+        if self._transport is not None:
+            self._transport.stop(self._config.operation_timeout)
+        self._start_process_state(rooms=self._presence.rooms)
 
     def is_connected(self) -> bool:
         """True between :meth:`connect` and :meth:`disconnect`."""
@@ -289,10 +332,14 @@ class EventBus:
             return
         if batcher is not None:
             batcher.close(timeout)
+        self._receiver.closing = True  # what pub/sub delivers from now on is not taken
+        self._groups.stop_reading(timeout)
+        # Handlers finish while the transport is still open: groups acknowledge there.
+        finished = dispatcher.shutdown(timeout)
         self._presence.stop()
         transport.stop(self._config.operation_timeout)
-        if not dispatcher.shutdown(timeout):
-            leftover = sum(dispatcher.deactivate(route) for route in self._receiver.routes)
+        if not finished:
+            leftover = sum(dispatcher.deactivate(route) for route in list(self._routes.values()))
             self._counters.add("events_dropped", leftover)
             log.warning(
                 "bus closed after %.1fs with handlers still running and %d queued event(s) "
@@ -474,16 +521,21 @@ class EventBus:
                 self._sequences.clear()  # subscribers see the numbers restart, not a gap
             counter = self._sequences.setdefault(channel, itertools.count(1).__next__)
         payload = seal(body, counter())
+        # Plain publishes and broadcasts also go into every matching durable group;
+        # room and user events are addressed to the room's members only.
+        targets = self._groups.targets(event_type) if room is None else ()
         batcher = self._batcher
         if batcher is not None:
-            batcher.put(channel, payload)
+            batcher.put(channel, payload, targets)
             return PublishResult(
                 event_id=event_id, receivers=None, event_type=event_type, channel=channel
             )
+        deadline = self._publish_timeout if timeout is None else timeout
         try:
-            receivers = transport.publish(
-                channel, payload, self._publish_timeout if timeout is None else timeout
-            )
+            if targets:
+                receivers = cast(GroupStore, transport).route(channel, payload, targets, deadline)
+            else:
+                receivers = transport.publish(channel, payload, deadline)
         except TransportError:
             self._counters.add("publish_errors")
             raise
@@ -513,6 +565,8 @@ class EventBus:
         timeout: float | None = None,
         filter: Mapping[str, Any] | Callable[[Event], bool] | None = None,  # noqa: A002
         concurrency: int = 1,
+        group: str | None = None,
+        group_options: GroupOptions | None = None,
     ) -> Subscription:
         """Run ``handler`` for every event whose type matches ``pattern``.
 
@@ -533,6 +587,12 @@ class EventBus:
                 events it rejects never reach a handler thread.
             concurrency: handler runs of this subscription at once; 1 keeps publish
                 order.
+            group: a durable group name: the events go to one consumer of the group
+                (every process subscribing with the same name shares them), at least
+                once, acknowledged after the handler succeeded (see the docs' page on
+                groups). None (the default) is fan-out: every subscription gets every
+                event, at most once.
+            group_options: how the group is consumed (:class:`GroupOptions`).
 
         Raises:
             InvalidPatternError, InvalidFilterError, ValidationError: bad arguments.
@@ -568,6 +628,10 @@ class EventBus:
             overflow=self._config.overflow,
             block_timeout=self._config.block_timeout,
         )
+        if group is not None:
+            return self._subscribe_group(route, group, group_options or GroupOptions())
+        if group_options is not None:
+            raise ValidationError("group_options needs group=")
         key = self._keys.event_pattern(pattern)
         with self._lock:
             if self._state is _State.CLOSED:
@@ -583,6 +647,32 @@ class EventBus:
             self.connect()
         return Subscription(self, route)
 
+    def _subscribe_group(self, route: Route, group: str, options: GroupOptions) -> Subscription:
+        validate_group(group)
+        if not isinstance(options, GroupOptions):
+            raise ValidationError(f"group_options must be a GroupOptions, got {options!r}")
+        options.start_id()  # a bad start fails here, before any I/O
+        # The consumer keeps at most max_in_flight entries in the pool: the queue never
+        # overflows, so no entry is dropped unacknowledged.
+        route.queue_size = options.max_in_flight + 1
+        with self._lock:
+            if self._state is _State.CLOSED:
+                raise BusClosedError("this bus was disconnected; create a new EventBus")
+            self._routes[route.id] = route
+            self._group_specs[route.id] = (group, options)
+            self._groups.add(route, group, options)
+            transport, dispatcher = self._transport, self._dispatcher
+            if self.is_connected() and transport is not None and dispatcher is not None:
+                try:
+                    self._groups.start_route(transport, dispatcher, route.id)
+                except BaseException:
+                    self._groups.remove(route.id, 0)
+                    del self._routes[route.id], self._group_specs[route.id]
+                    raise
+        if self._forked and self._state is _State.NEW:
+            self.connect()
+        return Subscription(self, route)
+
     def on(
         self,
         pattern: str,
@@ -592,6 +682,8 @@ class EventBus:
         timeout: float | None = None,
         filter: Mapping[str, Any] | Callable[[Event], bool] | None = None,  # noqa: A002
         concurrency: int = 1,
+        group: str | None = None,
+        group_options: GroupOptions | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`subscribe`, with the same options.
 
@@ -610,6 +702,8 @@ class EventBus:
                 timeout=timeout,
                 filter=filter,
                 concurrency=concurrency,
+                group=group,
+                group_options=group_options,
             )
             return handler
 
@@ -621,6 +715,13 @@ class EventBus:
             route = self._routes.get(subscription_id)
             if route is None:
                 return False
+            if self._group_specs.pop(subscription_id, None) is not None:
+                self._groups.remove(subscription_id, self._config.operation_timeout)
+                del self._routes[subscription_id]
+                if self._dispatcher is not None:
+                    self._dispatcher.deactivate(route)  # unacked entries go to others
+                route.active = False
+                return True
             key = self._drop_route(route)
             if key is not None and self._transport is not None and self.is_connected():
                 self._transport.punsubscribe([key], self._config.operation_timeout)
@@ -748,6 +849,44 @@ class EventBus:
             "stats": stats,
         }
 
+    # -- durable groups: administration -------------------------------------------------
+
+    def get_groups(self) -> dict[str, GroupInfo]:
+        """Every durable group registered on the server, with its stream's state.
+
+        Raises:
+            TransportError: the server failed.
+        """
+        transport = self._require_connected()
+        groups = self._groups.registered(transport)
+        return {name: self._groups.info(transport, name) for name in sorted(groups)}
+
+    def get_group_patterns(self) -> dict[str, str]:
+        """Every durable group registered on the server and its pattern."""
+        return self._groups.registered(self._require_connected())
+
+    def dead_letters(self, group: str, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` entries of ``group``'s dead-letter stream.
+
+        Raises:
+            InvalidNameError: ``group`` breaks the naming rules.
+            TransportError: the server failed.
+        """
+        validate_group(group)
+        return self._groups.dead_letters(self._require_connected(), group, count)
+
+    def replay_dead_letters(self, group: str, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters (all, or those ``ids``) back into ``group``'s stream, to be
+        delivered again; return how many.
+        """
+        validate_group(group)
+        return self._groups.replay(self._require_connected(), group, ids)
+
+    def purge_dead_letters(self, group: str) -> int:
+        """Delete ``group``'s dead letters; return how many there were."""
+        validate_group(group)
+        return self._groups.purge(self._require_connected(), group)
+
     def get_stats(self) -> EventBusStats:
         """A frozen snapshot of this bus's counters."""
         values = self._counters.snapshot()
@@ -780,6 +919,7 @@ class EventBus:
             delivery_p50_ms=delivery_p50,
             delivery_p99_ms=delivery_p99,
             subscriptions=tuple(route.stats() for route in routes),
+            groups=self._groups.stats(),
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
         )
 

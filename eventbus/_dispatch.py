@@ -43,6 +43,9 @@ log = logging.getLogger("eventbus.dispatch")
 
 Handler = Callable[[Event], Any]
 ErrorReporter = Callable[[EventBusError, Event | None], None]
+#: Called once per event when its handling is over: with None on success, with the
+#: reported error after the last failed attempt (durable groups ack or give up there).
+Completion = Callable[[Event, EventBusError | None], None]
 
 
 class Route:
@@ -61,6 +64,7 @@ class Route:
         queue_size: int,
         overflow: OverflowPolicy,
         block_timeout: float,
+        on_done: Completion | None = None,
     ) -> None:
         self.id = sub_id
         self.pattern = pattern
@@ -72,6 +76,7 @@ class Route:
         self.queue_size = queue_size
         self.overflow = overflow
         self.block_timeout = block_timeout
+        self.on_done = on_done
         self.queue: deque[Event] = deque()
         self.lock = threading.Lock()
         self.space = threading.Condition(self.lock)
@@ -110,7 +115,8 @@ class _Attempt:
     """One running handler attempt that has a deadline."""
 
     route: Route
-    event: Event
+    base: Event  # as queued; its delivery_attempt is the first attempt's number
+    event: Event  # as this attempt's handler got it
     number: int
     deadline: float
     done: bool = False
@@ -222,8 +228,8 @@ class Dispatcher:
             if resume is not None:
                 # Take over from an abandoned attempt: back off, then try again.
                 if not route.retry.sleep(resume.number, self._stopping):
-                    self._fail(route, resume.event, resume.number, None)
-                elif not self._finish(route, resume.event, resume.number + 1):
+                    self._fail(route, resume.base, resume.event, resume.number, None)
+                elif not self._finish(route, resume.base, resume.number + 1):
                     return  # abandoned again: the next drainer owns the route now
             while True:
                 with route.lock:
@@ -241,35 +247,55 @@ class Dispatcher:
     def _finish(self, route: Route, event: Event, number: int) -> bool:
         """Run attempts from ``number`` until success or the last failure.
 
+        Attempt ``n`` gets ``event`` with ``delivery_attempt`` raised by ``n - 1``.
         Returns False if this thread was abandoned (another drainer took over).
         """
         if number == 1:
             self._delivery_latency.record(max(0.0, time.time() - event.time.timestamp()))
         while True:
-            current = event if number == 1 else attrs.evolve(event, delivery_attempt=number)
-            outcome, error = self._attempt(route, current, number)
+            current = (
+                event
+                if number == 1
+                else attrs.evolve(event, delivery_attempt=event.delivery_attempt + number - 1)
+            )
+            outcome, error = self._attempt(route, event, current, number)
             if outcome == "abandoned":
                 return False
             if outcome == "ok":
                 with route.lock:
                     route.handled += 1
                 self._counters.add("events_handled")
+                if route.on_done is not None:
+                    self._complete(route, event, None)
                 return True
             if not route.retry.should_retry(number) or self._stopping.is_set():
-                self._fail(route, current, number, error)
+                self._fail(route, event, current, number, error)
                 return True
             with route.lock:
                 route.retried += 1
             self._counters.add("events_retried")
             if not route.retry.sleep(number, self._stopping):
-                self._fail(route, current, number, error)
+                self._fail(route, event, current, number, error)
                 return True
             number += 1
 
-    def _attempt(self, route: Route, event: Event, number: int) -> tuple[str, BaseException | None]:
+    def _complete(self, route: Route, event: Event, error: EventBusError | None) -> None:
+        """Tell the route's owner that ``event`` is done; a failure there is reported."""
+        assert route.on_done is not None
+        try:
+            route.on_done(event, error)
+        except Exception as exc:
+            log.exception("completing event %s of %s failed", event.id, route.id)
+            failure = EventBusError(f"completing event {event.id} of {route.id} failed: {exc!r}")
+            failure.__cause__ = exc
+            self._report(failure, event)
+
+    def _attempt(
+        self, route: Route, base: Event, event: Event, number: int
+    ) -> tuple[str, BaseException | None]:
         attempt = None
         if route.timeout is not None:
-            attempt = _Attempt(route, event, number, time.monotonic() + route.timeout)
+            attempt = _Attempt(route, base, event, number, time.monotonic() + route.timeout)
             self._watch_attempt(attempt)
         started = time.perf_counter()
         error: BaseException | None = None
@@ -303,7 +329,9 @@ class Dispatcher:
             log.debug("handler of %s failed on %s (attempt %d)", route.id, event.id, number)
         return "failed", error
 
-    def _fail(self, route: Route, event: Event, attempts: int, error: BaseException | None) -> None:
+    def _fail(
+        self, route: Route, base: Event, event: Event, attempts: int, error: BaseException | None
+    ) -> None:
         with route.lock:
             route.failed += 1
         self._counters.add("events_failed")
@@ -319,6 +347,8 @@ class Dispatcher:
         )
         failure.__cause__ = error
         self._report(failure, event)
+        if route.on_done is not None:
+            self._complete(route, base, failure)
 
     # -- the timeout watchdog ----------------------------------------------------------
 
@@ -372,7 +402,7 @@ class Dispatcher:
             self._counters.add("events_retried")
             self._start_drainer(route, attempt)  # it backs off, then retries
         else:
-            self._fail(route, attempt.event, attempt.number, None)
+            self._fail(route, attempt.base, attempt.event, attempt.number, None)
             self._start_drainer(route, None)  # it takes over the abandoned drainer's slot
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "EventBusStats",
     "Gap",
+    "GroupStats",
     "HealthCheckResult",
     "HealthStatus",
     "PublishResult",
@@ -104,16 +105,18 @@ class Gap:
     them silently.
 
     Attributes:
-        reason: ``sequence`` (a publisher's sequence number jumped), or
+        reason: ``sequence`` (a publisher's sequence number jumped),
             ``reconnect`` (the listener was disconnected; anything published
-            meanwhile is lost).
+            meanwhile is lost), ``trimmed`` (a durable group's retention removed
+            events before they were handled), or ``group`` (a durable group's stream
+            vanished, e.g. Redis restarted without persistence, and was recreated).
         detail: a human-readable explanation.
         channel: the channel concerned, if one.
         publisher: the publishing bus's client id, for ``sequence`` gaps.
         missed: how many events are missing, when known.
     """
 
-    reason: Literal["sequence", "reconnect"]
+    reason: Literal["sequence", "reconnect", "trimmed", "group"]
     detail: str
     channel: str | None = None
     publisher: str | None = None
@@ -202,6 +205,40 @@ class SubscriptionStats:
 
 
 @attrs.frozen(kw_only=True)
+class GroupStats:
+    """One durable group subscription of this bus.
+
+    Attributes:
+        group, pattern: which group, and its pattern.
+        consumer: this bus's consumer name in the group.
+        in_flight: entries read and not yet finished here.
+        read: entries this consumer read (redeliveries included).
+        acked: entries it acknowledged after their handler succeeded.
+        redelivered: entries it took over after ``claim_idle`` (its own or a dead
+            consumer's).
+        dead_lettered: entries it moved to the dead-letter stream.
+        lost: unacknowledged entries it found trimmed away by retention.
+        backlog: entries not yet delivered to the group (last known; None before the
+            first look or where the server cannot tell).
+        pending: entries delivered to the group and not acknowledged (last known).
+        dead_letters: entries in the group's dead-letter stream (last known).
+    """
+
+    group: str
+    pattern: str
+    consumer: str
+    in_flight: int
+    read: int
+    acked: int
+    redelivered: int
+    dead_lettered: int
+    lost: int
+    backlog: int | None
+    pending: int | None
+    dead_letters: int | None
+
+
+@attrs.frozen(kw_only=True)
 class EventBusStats:
     """A snapshot of a bus's counters (:meth:`EventBus.get_stats`).
 
@@ -232,6 +269,7 @@ class EventBusStats:
         delivery_p50_ms, delivery_p99_ms: publish-to-handler-start latency
             percentiles over recent events (None before any).
         subscriptions: per-subscription counters.
+        groups: per durable group subscription counters.
         uptime: seconds since connect.
     """
 
@@ -259,6 +297,7 @@ class EventBusStats:
     delivery_p50_ms: float | None = None
     delivery_p99_ms: float | None = None
     subscriptions: tuple[SubscriptionStats, ...] = ()
+    groups: tuple[GroupStats, ...] = ()
     uptime: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:

@@ -26,10 +26,12 @@ from eventbus._errors import InvalidNameError
 
 __all__ = [
     "MAX_EVENT_TYPE_LENGTH",
+    "MAX_GROUP_LENGTH",
     "MAX_ROOM_LENGTH",
     "MAX_USER_ID_LENGTH",
     "user_room",
     "validate_event_type",
+    "validate_group",
     "validate_room",
     "validate_user_id",
 ]
@@ -101,6 +103,28 @@ def validate_user_id(user_id: object) -> str:
     ):
         return user_id
     raise _invalid("user id", user_id, _USER_ID_RULE, MAX_USER_ID_LENGTH)
+
+
+MAX_GROUP_LENGTH = 100
+"""The longest durable group name, in characters."""
+
+
+def validate_group(group: object) -> str:
+    """Check that ``group`` is a valid durable group name and return it.
+
+    Group names follow the event type rule (segments of ``A-Z a-z 0-9 _ -`` joined by
+    dots), at most 100 characters: they become part of Redis keys.
+
+    Raises:
+        InvalidNameError: it breaks that rule.
+    """
+    if (
+        isinstance(group, str)
+        and len(group) <= MAX_GROUP_LENGTH
+        and _EVENT_TYPE_RE.fullmatch(group)
+    ):
+        return group
+    raise _invalid("group", group, _EVENT_TYPE_RULE, MAX_GROUP_LENGTH)
 
 
 def user_room(user_id: str) -> str:

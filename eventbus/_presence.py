@@ -56,6 +56,8 @@ class Presence:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: Called with the transport at every beat (the bus reloads its group registry).
+        self.on_beat: Callable[[Transport], None] | None = None
 
     @property
     def rooms(self) -> list[str]:
@@ -169,6 +171,8 @@ class Presence:
             with self._lock:
                 if room in self._rooms:
                     self.enter(transport, room)
+        if self.on_beat is not None:
+            self.on_beat(transport)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -31,7 +31,13 @@ class Receiver:
     """Implements :class:`~eventbus._transports.base.MessageSink` for one bus."""
 
     def __init__(
-        self, *, counters: Counters, hooks: Hooks, on_reconnect: Callable[[], None]
+        self,
+        *,
+        counters: Counters,
+        hooks: Hooks,
+        on_reconnect: Callable[[], None],
+        groups_channel: str = "",
+        on_groups_changed: Callable[[], None] | None = None,
     ) -> None:
         self._counters = counters
         self._hooks = hooks
@@ -44,6 +50,10 @@ class Receiver:
         self.routes: tuple[Route, ...] = ()
         self.dispatcher: Dispatcher | None = None
         self.last_message_at: float | None = None
+        #: Set when the bus is closing: messages are no longer taken.
+        self.closing = False
+        self._groups_channel = groups_channel
+        self._on_groups_changed = on_groups_changed
 
     def add(self, key: str, route: Route) -> bool:
         """Route ``key``'s messages to ``route`` too; True if ``key`` is new."""
@@ -68,6 +78,12 @@ class Receiver:
     def on_message(self, key: str, channel: str, payload: bytes) -> None:
         """Take one message from the transport (listener thread)."""
         self.last_message_at = time.monotonic()
+        if self.closing:
+            return
+        if channel == self._groups_channel:  # a group was registered somewhere
+            if self._on_groups_changed is not None:
+                self._on_groups_changed()
+            return
         counters = self._counters
         try:
             decoded = decode(payload, channel)

@@ -1,4 +1,4 @@
-"""The ``eventbus`` command: publish, listen, members, health, stats and demo.
+"""The ``eventbus`` command: publish, listen, members, health, stats, groups, dlq, demo.
 
 Run ``eventbus --help`` (or ``python -m eventbus --help``). Global options go before
 the command::
@@ -6,11 +6,13 @@ the command::
     eventbus --url redis://localhost:6379/0 listen 'photo.*'
     eventbus publish photo.uploaded '{"photoId": "123"}'
     eventbus --url redis://localhost:6379/0 stats
+    eventbus --url redis://localhost:6379/0 dlq list thumbnailer
 
 Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 cannot connect (``health``
 also exits 1 when degraded and 2 when unhealthy).
 
-Built only on the public API of :mod:`eventbus`, like any application would be.
+Built only on the public API of :mod:`eventbus`, like any application would be. The
+durable-group commands (``groups``, ``dlq``) live in :mod:`eventbus._cli_groups`.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ Publish, watch and inspect events of an eventbus deployment.
 
 The transport comes from --url, else from the environment as EventBus.from_env()
 reads it (EVENTBUS_URL, else REDIS_HOST / REDIS_PORT / REDIS_USERNAME /
-REDIS_PASSWORD / REDIS_DB / EVENTBUS_KEY_PREFIX), else memory://, the in-process broker, which only the `demo`
-can use to any effect: no other process shares it.
+REDIS_PASSWORD / REDIS_DB / EVENTBUS_KEY_PREFIX), else memory://, the in-process
+broker, which only the `demo` can use to any effect: no other process shares it.
 """
 
 _EPILOG = """\
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that old. This command's own bus is left out.",
         json_help="print the raw list as JSON",
     )
+    from eventbus._cli_groups import add_group_commands  # built on this module's helpers
+
+    add_group_commands(commands)
     demo = _command(
         commands,
         "demo",

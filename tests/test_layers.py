@@ -7,9 +7,10 @@ Layers, each importing only from its own or lower ones::
                        _stats, _retry
     I/O                _transports/*
     dispatch and bus   _dispatch, _batch, _health, _hooks, _presence, _receiver,
-                       _subscription, _bus
+                       _groups, _group_manager, _subscription, _bus
     public package     eventbus/__init__.py
-    built on it        cli, __main__, _demo: only ``eventbus``, the stdlib, and attrs
+    built on it        cli, _cli_groups, __main__, _demo: only ``eventbus``, the stdlib,
+                       and attrs
                        (``attrs.evolve``/``asdict`` are how users handle the public
                        value classes)
 
@@ -51,10 +52,12 @@ DISPATCH = {
     "eventbus._hooks",
     "eventbus._presence",
     "eventbus._receiver",
+    "eventbus._groups",
+    "eventbus._group_manager",
     "eventbus._subscription",
     "eventbus._bus",
 }
-TOP = {"eventbus.cli", "eventbus.__main__", "eventbus._demo"}
+TOP = {"eventbus.cli", "eventbus._cli_groups", "eventbus.__main__", "eventbus._demo"}
 
 # Third-party packages the pure core may use: attrs everywhere, tenacity only in _retry
 # (tenacity stays behind one private module).
@@ -255,7 +258,7 @@ def test_only_the_redis_transport_imports_redis_at_module_level() -> None:
         for imp in _imports(path)
         if imp.top_level and _within(imp.module, {"redis"})
     }
-    assert importers == {"eventbus._transports.redis"}
+    assert importers == {"eventbus._transports.redis", "eventbus._transports.redis_streams"}
 
 
 def test_no_module_imports_socketio_at_module_level() -> None:

@@ -290,11 +290,19 @@ class GroupStore(Protocol):
         """Acknowledge entries; return how many were pending."""
 
     def group_claim(
-        self, stream: str, group: str, consumer: str, min_idle: float, count: int, timeout: float
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        min_idle: float,
+        count: int,
+        timeout: float,
+        exclude: Sequence[str] = (),
     ) -> tuple[list[StreamEntry], list[str]]:
         """Take over up to ``count`` entries pending for over ``min_idle`` seconds with
-        any consumer (a dead one's); return them (deliveries counted) and the ids of
-        pending entries whose data is gone (trimmed), which are acknowledged."""
+        any consumer (a dead one's), except the ids in ``exclude`` (still running here);
+        return them (deliveries counted) and the ids of pending entries whose data is
+        gone (trimmed), which are acknowledged."""
 
     def dead_letter(
         self,
@@ -305,8 +313,12 @@ class GroupStore(Protocol):
         consumer: str,
         error: str,
         timeout: float,
-    ) -> None:
-        """Move ``entry`` to the dead-letter stream and acknowledge it, atomically."""
+    ) -> bool:
+        """Move ``entry`` to the dead-letter stream and acknowledge it, atomically.
+
+        Returns False, moving nothing, when the entry is no longer pending for
+        ``consumer`` (another consumer claimed it, or it was acknowledged).
+        """
 
     def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
         """The group's backlog, pending entries, consumers and dead letters."""

@@ -22,7 +22,15 @@ from urllib.parse import urlsplit
 
 from eventbus._errors import ConfigurationError, TransportConnectionError
 from eventbus._patterns import compile_glob
-from eventbus._transports.base import ClientRecord, MessageSink
+from eventbus._transports.base import (
+    ClientRecord,
+    DeadLetter,
+    GroupInfo,
+    MessageSink,
+    StreamEntry,
+    StreamTarget,
+)
+from eventbus._transports.memory_streams import MemoryStreams
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -53,6 +61,7 @@ def _reset_brokers_after_fork() -> None:
     for broker in MemoryBroker._brokers.values():
         broker.lock = threading.Lock()
         broker.transports = set()
+        broker.streams.reset(broker.lock)
 
 
 class MemoryBroker:
@@ -70,6 +79,7 @@ class MemoryBroker:
         self.lock = threading.Lock()
         self.transports: set[MemoryTransport] = set()
         self.registries: dict[str, _Registry] = {}
+        self.streams = MemoryStreams(self.lock)
 
     @classmethod
     def named(cls, name: str) -> MemoryBroker:
@@ -80,10 +90,13 @@ class MemoryBroker:
                 broker = cls._brokers[name] = MemoryBroker(name)
             return broker
 
-    def publish(self, channel: str, payload: bytes) -> int:
-        """Deliver to every subscribed transport; return the number of deliveries."""
+    def publish(self, channel: str, payload: bytes, targets: Sequence[StreamTarget] = ()) -> int:
+        """Deliver to every subscribed transport and append to the ``targets`` streams,
+        atomically; return the number of deliveries."""
         receivers = 0
         with self.lock:
+            if targets:
+                self.streams.route_locked(payload, targets)
             for transport in self.transports:
                 if channel in transport.channels:
                     transport.inbox.put((channel, channel, payload))
@@ -244,6 +257,88 @@ class MemoryTransport:
                 ClientRecord(client_id=member, info=info, expires_at=expiry)
                 for member, (expiry, info) in sorted(live.items())
             ]
+
+    # -- durable groups (GroupStore) ------------------------------------------------------
+
+    def route(
+        self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
+    ) -> int:
+        """Deliver one message and append it to the target streams."""
+        self._check()
+        return self.broker.publish(channel, payload, targets)
+
+    def route_many(
+        self,
+        messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
+        timeout: float,
+    ) -> list[int]:
+        """:meth:`route` for several messages, in order."""
+        self._check()
+        return [self.broker.publish(ch, data, targets) for ch, data, targets in messages]
+
+    def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
+        """Create a consumer group (and its stream)."""
+        return self.broker.streams.group_create(stream, group, start)
+
+    def group_read(
+        self, stream: str, group: str, consumer: str, count: int, block: float
+    ) -> list[StreamEntry]:
+        """New entries for ``consumer``, waiting up to ``block`` seconds."""
+        return self.broker.streams.group_read(stream, group, consumer, count, block)
+
+    def group_ack(self, stream: str, group: str, ids: Sequence[str], timeout: float) -> int:
+        """Acknowledge entries."""
+        return self.broker.streams.group_ack(stream, group, ids)
+
+    def group_claim(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        min_idle: float,
+        count: int,
+        timeout: float,
+        exclude: Sequence[str] = (),
+    ) -> tuple[list[StreamEntry], list[str]]:
+        """Take over idle entries (not those in ``exclude``); report trimmed ones."""
+        return self.broker.streams.group_claim(stream, group, consumer, min_idle, count, exclude)
+
+    def dead_letter(
+        self,
+        stream: str,
+        group: str,
+        dlq: str,
+        entry: StreamEntry,
+        consumer: str,
+        error: str,
+        timeout: float,
+    ) -> bool:
+        """Move an entry to the dead-letter stream; False if another consumer owns it."""
+        return self.broker.streams.dead_letter(stream, group, dlq, entry, consumer, error)
+
+    def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
+        """The group's backlog, pending entries and dead letters."""
+        return self.broker.streams.group_info(stream, group, dlq)
+
+    def dead_letters(self, dlq: str, count: int, timeout: float) -> list[DeadLetter]:
+        """The oldest dead letters."""
+        return self.broker.streams.dead_letters(dlq, count)
+
+    def replay(self, dlq: str, stream: str, ids: Sequence[str] | None, timeout: float) -> int:
+        """Move dead letters back to the group stream."""
+        return self.broker.streams.replay(dlq, stream, ids)
+
+    def purge(self, dlq: str, timeout: float) -> int:
+        """Delete every dead letter."""
+        return self.broker.streams.purge(dlq)
+
+    def registry_set(self, key: str, group: str, spec: bytes, timeout: float) -> None:
+        """Record a group in the registry."""
+        self.broker.streams.registry_set(key, group, spec)
+
+    def registry_all(self, key: str, timeout: float) -> dict[str, bytes]:
+        """Every registered group."""
+        return self.broker.streams.registry_all(key)
 
 
 os.register_at_fork(after_in_child=_reset_brokers_after_fork)

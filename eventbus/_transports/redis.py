@@ -61,6 +61,7 @@ from eventbus._errors import (
     ValidationError,
 )
 from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
+from eventbus._transports.redis_streams import RedisGroupStore
 
 __all__ = ["RedisTransport"]
 
@@ -152,8 +153,9 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-class RedisTransport:
-    """The :class:`~eventbus._transports.base.Transport` over Redis pub/sub.
+class RedisTransport(RedisGroupStore):
+    """The :class:`~eventbus._transports.base.Transport` over Redis pub/sub, and the
+    :class:`~eventbus._transports.base.GroupStore` over Redis Streams (``redis_streams``).
 
     Example::
 
@@ -210,6 +212,7 @@ class RedisTransport:
         self._set_script = registrar.register_script(_SET_LUA)
         self._members_script = registrar.register_script(_MEMBERS_LUA)
         self._records_script = registrar.register_script(_RECORDS_LUA)
+        self._init_group_store()
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self._config.url} {self._state}>"
@@ -475,7 +478,7 @@ class RedisTransport:
             if self._state == "stopped":
                 return
             self._state = "stopped"
-            pools = list(self._pools.values())
+            pools = [*self._pools.values(), *self._take_read_pools()]
             self._pools, self._clients = {}, {}
         self._stop_event.set()
         thread = self._thread

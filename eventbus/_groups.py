@@ -1,0 +1,417 @@
+"""Durable groups: routing publishes into group streams, and consuming them (DESIGN §6).
+
+A group ``G`` subscribed with pattern ``P`` is registered in the registry hash. Every
+publisher keeps the registry cached (:class:`GroupRouter`) and appends a copy of each
+event whose type matches ``P`` to ``G``'s stream, in the same round trip as its
+PUBLISH. In every process that subscribes with ``group=G``, a :class:`GroupConsumer`
+thread reads the stream as one consumer of the consumer group ``G``, hands entries to
+the handler pool, acknowledges each after its handler succeeded, takes over entries a
+dead consumer left pending for ``claim_idle`` seconds, and moves an entry that was
+delivered ``max_deliveries`` times without success to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from eventbus._dispatch import Dispatcher, Route
+from eventbus._envelope import decode
+from eventbus._errors import (
+    ConfigurationError,
+    DecodeError,
+    EventBusError,
+    FilterError,
+    GroupMissingError,
+    TransportError,
+)
+from eventbus._hooks import Hooks
+from eventbus._layout import Keyspace
+from eventbus._models import Event, Gap, GroupStats
+from eventbus._patterns import Pattern, compile_pattern
+from eventbus._stats import Counters
+from eventbus._transports.base import GroupStore, StreamEntry, StreamTarget
+
+__all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]
+
+log = logging.getLogger("eventbus.groups")
+
+_CACHE_LIMIT = 10_000
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{attribute.name}: must be a number > 0, got {value!r}")
+
+
+def _positive_int(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{attribute.name}: must be an integer > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class GroupOptions:
+    """How one durable group subscription consumes its stream.
+
+    Example::
+
+        bus.subscribe(
+            "photo.uploaded",
+            make_thumbnail,
+            group="thumbnailer",
+            group_options=GroupOptions(max_deliveries=3, claim_idle=60),
+        )
+
+    Attributes:
+        start: where a group that does not exist yet starts: ``"$"`` (events
+            published from now on, the default), ``"0"`` (everything still in its
+            stream), or a datetime (events published since then).
+        consumer: this consumer's name in the group; default the bus's client id
+            (``<service>:<host>:<pid>:<n>``), so each process is its own consumer and a
+            restarted one is a new consumer (the old one's pending events are taken
+            over after ``claim_idle``).
+        batch_size: entries read per round trip.
+        max_in_flight: entries read and not yet finished, at most; reading pauses at it.
+        maxlen: the stream's retention, about this many entries (``XADD MAXLEN ~``);
+            None keeps everything. Set by the first subscriber that registers the group.
+        claim_idle: seconds an entry may stay unacknowledged with one consumer before
+            another takes it over (a crashed or stuck consumer's events).
+        max_deliveries: deliveries (attempts across consumers, retries not counted)
+            after which a failing entry goes to the dead-letter stream.
+        block: how long one read waits for new entries, seconds.
+    """
+
+    start: str | dt.datetime = "$"
+    consumer: str | None = None
+    batch_size: int = attrs.field(default=10, validator=_positive_int)
+    max_in_flight: int = attrs.field(default=100, validator=_positive_int)
+    maxlen: int | None = 100_000
+    claim_idle: float = attrs.field(default=30.0, validator=_positive)
+    max_deliveries: int = attrs.field(default=5, validator=_positive_int)
+    block: float = attrs.field(default=1.0, validator=_positive)
+
+    def start_id(self) -> str:
+        """The stream id a new consumer group starts after."""
+        if isinstance(self.start, dt.datetime):
+            moment = self.start if self.start.tzinfo else self.start.replace(tzinfo=dt.UTC)
+            return f"{int(moment.timestamp() * 1000)}-0"
+        if self.start in ("$", "0"):
+            return self.start
+        raise ConfigurationError(f"start: must be '$', '0' or a datetime, got {self.start!r}")
+
+
+def group_spec(pattern: str, options: GroupOptions) -> bytes:
+    """The registry entry of a group: its pattern and retention, as JSON."""
+    return json.dumps({"pattern": pattern, "maxlen": options.maxlen}).encode()
+
+
+class GroupRouter:
+    """The publisher's cached registry: which group streams an event type goes to."""
+
+    def __init__(self, keys: Keyspace) -> None:
+        self._keys = keys
+        self._groups: dict[str, tuple[Pattern, StreamTarget]] = {}
+        self._cache: dict[str, tuple[StreamTarget, ...]] = {}
+        self.patterns: dict[str, str] = {}
+
+    def load(self, registry: Mapping[str, bytes]) -> None:
+        """Replace the cached registry (tables are swapped, never mutated)."""
+        groups: dict[str, tuple[Pattern, StreamTarget]] = {}
+        for name, raw in registry.items():
+            try:
+                spec = json.loads(raw)
+                pattern = str(spec["pattern"])
+                maxlen = spec.get("maxlen")
+                target = StreamTarget(
+                    stream=self._keys.group_stream(name),
+                    maxlen=int(maxlen) if maxlen is not None else None,
+                )
+                groups[name] = (compile_pattern(pattern), target)
+            except (ValueError, KeyError, TypeError, EventBusError) as exc:
+                log.warning("group %r has an unreadable registry entry %r: %r", name, raw, exc)
+        self._groups = groups
+        self._cache = {}
+        self.patterns = {name: pattern.source for name, (pattern, _) in groups.items()}
+
+    def targets(self, event_type: str) -> tuple[StreamTarget, ...]:
+        """The streams an event of ``event_type`` is appended to (cached per type)."""
+        found = self._cache.get(event_type)
+        if found is None:
+            found = tuple(t for p, t in self._groups.values() if p.matches(event_type))
+            cache = self._cache
+            if len(cache) >= _CACHE_LIMIT:
+                cache = self._cache = {}
+            cache[event_type] = found
+        return found
+
+
+class GroupConsumer:
+    """One consumer of a durable group: a thread that reads, dispatches and acks."""
+
+    def __init__(
+        self,
+        *,
+        store: GroupStore,
+        keys: Keyspace,
+        group: str,
+        route: Route,
+        consumer: str,
+        options: GroupOptions,
+        dispatcher: Dispatcher,
+        hooks: Hooks,
+        counters: Counters,
+        timeout: float,
+        register: Callable[[], None],
+    ) -> None:
+        self.group = group
+        self.route = route
+        self.consumer = consumer
+        self.options = options
+        self._store = store
+        self._stream = keys.group_stream(group)
+        self._dlq = keys.dead_letter_stream(group)
+        self._dispatcher = dispatcher
+        self._hooks = hooks
+        self._counters = counters
+        self._timeout = timeout
+        self._register = register
+        self._stop = threading.Event()
+        self._room = threading.Condition()
+        self._in_flight: dict[str, StreamEntry] = {}  # event id -> its entry
+        self._last_errors: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self.read = self.acked = self.redelivered = self.dead_lettered = self.lost = 0
+        self.backlog: int | None = None
+        self.pending: int | None = None
+        self.dead_letters: int | None = None
+
+    def start(self) -> None:
+        """Start the consumer thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"eventbus-group-{self.group}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop reading (what was read is still handled and acknowledged)."""
+        self._stop.set()
+        with self._room:
+            self._room.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(timeout, self.options.block + self._timeout))
+
+    def stats(self) -> GroupStats:
+        """This consumer's counters and the group's last known backlog."""
+        return GroupStats(
+            group=self.group,
+            pattern=self.route.pattern.source,
+            consumer=self.consumer,
+            in_flight=len(self._in_flight),
+            read=self.read,
+            acked=self.acked,
+            redelivered=self.redelivered,
+            dead_lettered=self.dead_lettered,
+            lost=self.lost,
+            backlog=self.backlog,
+            pending=self.pending,
+            dead_letters=self.dead_letters,
+        )
+
+    # -- the completion side (handler threads) ----------------------------------------
+
+    def done(self, event: Event, error: EventBusError | None) -> None:
+        """A handler finished ``event``: acknowledge it, or leave it for redelivery, or
+        give it up to the dead-letter stream after ``max_deliveries``."""
+        entry = self._in_flight.get(event.id)
+        if entry is None:
+            return
+        try:
+            if error is None:
+                self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
+                self.acked += 1
+            elif entry.deliveries >= self.options.max_deliveries:
+                self._dead_letter(entry, repr(error.__cause__ or error))
+            else:
+                # Left pending: it is taken over (by us or another consumer) after
+                # claim_idle seconds and delivered again.
+                self._last_errors[entry.id] = repr(error.__cause__ or error)
+        finally:
+            self._finished(event.id)
+
+    def _finished(self, event_id: str) -> None:
+        with self._room:
+            self._in_flight.pop(event_id, None)
+            self._room.notify_all()
+
+    def _dead_letter(self, entry: StreamEntry, error: str) -> None:
+        moved = self._store.dead_letter(
+            self._stream, self.group, self._dlq, entry, self.consumer, error, self._timeout
+        )
+        self._last_errors.pop(entry.id, None)
+        if not moved:
+            return  # another consumer owns it now
+        self.dead_lettered += 1
+        self._counters.add("dead_lettered")
+        log.warning(
+            "group %s: entry %s went to the dead-letter stream after %d deliveries: %s",
+            self.group,
+            entry.id,
+            entry.deliveries,
+            error,
+        )
+
+    # -- the consumer thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.05
+        next_claim = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + min(self.options.claim_idle / 2, 5.0)
+                    self._claim()
+                    self._refresh_info()
+                if not self._wait_for_room():
+                    break
+                room = self.options.max_in_flight - len(self._in_flight)
+                entries = self._store.group_read(
+                    self._stream,
+                    self.group,
+                    self.consumer,
+                    min(self.options.batch_size, room),
+                    self.options.block,
+                )
+                for entry in entries:
+                    self._deliver(entry)
+                backoff = 0.05
+            except GroupMissingError as exc:
+                log.warning(
+                    "group %s: its stream or consumer group is gone (%s); Redis was flushed "
+                    "or restarted without persistence: recreating it; events in it are lost",
+                    self.group,
+                    exc,
+                )
+                self._counters.add("groups_recreated")
+                self._hooks.report_gap(
+                    Gap(
+                        reason="group",
+                        detail=f"group {self.group}: its stream vanished and was recreated; "
+                        "events that were in it are lost",
+                        channel=self._stream,
+                    )
+                )
+                self._hooks.report(exc, log_unhandled=False)
+                if not self._recover(backoff):
+                    break
+            except TransportError as exc:
+                self._counters.add("group_errors")
+                log.warning("group %s: %s; retrying", self.group, exc)
+                self._hooks.report(exc, log_unhandled=False)
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, 2.0)
+            except Exception as exc:  # a bug: report it loudly, keep consuming
+                self._counters.add("group_errors")
+                log.exception("group %s: consumer failed; going on", self.group)
+                self._hooks.report(
+                    EventBusError(f"group {self.group}: consumer failed: {exc!r}"),
+                    log_unhandled=False,
+                )
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, 2.0)
+
+    def _recover(self, backoff: float) -> bool:
+        try:
+            self._register()
+        except TransportError as exc:
+            log.warning("group %s: could not recreate it yet: %s", self.group, exc)
+            return not self._stop.wait(backoff)
+        return True
+
+    def _wait_for_room(self) -> bool:
+        with self._room:
+            while len(self._in_flight) >= self.options.max_in_flight:
+                if self._stop.is_set():
+                    return False
+                self._room.wait(0.5)
+        return not self._stop.is_set()
+
+    def _claim(self) -> None:
+        running = [entry.id for entry in list(self._in_flight.values())]
+        entries, gone = self._store.group_claim(
+            self._stream,
+            self.group,
+            self.consumer,
+            self.options.claim_idle,
+            self.options.batch_size * 10,
+            self._timeout,
+            running,  # still being handled here: slow, not dead
+        )
+        if gone:
+            self.lost += len(gone)
+            self._counters.add("group_entries_lost", len(gone))
+            self._hooks.report_gap(
+                Gap(
+                    reason="trimmed",
+                    detail=f"group {self.group}: {len(gone)} unacknowledged event(s) were "
+                    "trimmed from its stream by its retention before they were handled",
+                    channel=self._stream,
+                    missed=len(gone),
+                )
+            )
+        for entry in entries:
+            self.redelivered += 1
+            self._counters.add("events_redelivered")
+            if entry.deliveries > self.options.max_deliveries:
+                error = self._last_errors.get(entry.id) or (
+                    f"delivered {entry.deliveries - 1} times without being acknowledged"
+                )
+                self._dead_letter(entry, error)
+                continue
+            self._deliver(entry)
+
+    def _refresh_info(self) -> None:
+        info = self._store.group_info(self._stream, self.group, self._dlq, self._timeout)
+        self.backlog, self.pending, self.dead_letters = info.lag, info.pending, info.dead_letters
+
+    def _deliver(self, entry: StreamEntry) -> None:
+        self.read += 1
+        try:
+            decoded = decode(entry.payload, self._stream)
+        except DecodeError as exc:
+            self._counters.add("decode_errors")
+            self._hooks.report(exc)
+            self._dead_letter(entry, f"undecodable: {exc}")
+            return
+        event = attrs.evolve(decoded.event, group=self.group, delivery_attempt=entry.deliveries)
+        route = self.route
+        if route.filter is not None:
+            try:
+                accepted = route.filter(event)
+            except Exception as exc:
+                accepted = False
+                self._counters.add("filter_errors")
+                failure = FilterError(
+                    f"filter of {route.id} (group {self.group}) raised on event {event.id}: "
+                    f"{exc!r}; the event was skipped",
+                    subscription_id=route.id,
+                    event_id=event.id,
+                )
+                failure.__cause__ = exc
+                self._hooks.report(failure, event)
+            if not accepted:
+                self._counters.add("events_filtered")
+                self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
+                return
+        with self._room:
+            self._in_flight[event.id] = entry
+        self._counters.add("events_received")
+        self._dispatcher.offer(route, event)
