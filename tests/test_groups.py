@@ -72,6 +72,7 @@ def test_each_event_handled_once_per_group_and_fanout_sees_all(make_bus: BusFact
     wait_for(lambda: sum(handled.values()) >= 200, timeout=20, what="200 handled")
     assert handled == Counter(range(200))
     assert {e.group for e in audit.events} == {"audit"}
+
     def acked() -> int:
         return sum(s.acked for bus in (a, b) for s in bus.get_stats().groups)
 
