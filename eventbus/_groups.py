@@ -25,6 +25,7 @@ import attrs
 from eventbus._dispatch import Dispatcher, Route
 from eventbus._envelope import decode
 from eventbus._errors import (
+    BusStateError,
     ConfigurationError,
     DecodeError,
     EventBusError,
@@ -191,6 +192,8 @@ class GroupConsumer:
         self.backlog: int | None = None
         self.pending: int | None = None
         self.dead_letters: int | None = None
+        self._trimmed_seen: int | None = None  # trimmed_unread already reported
+        self._trimmed_key = keys.groups_trimmed
 
     def start(self) -> None:
         """Start the consumer thread."""
@@ -233,17 +236,28 @@ class GroupConsumer:
         if entry is None:
             return
         try:
-            if error is None:
-                self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
-                self.acked += 1
-            elif entry.deliveries >= self.options.max_deliveries:
-                self._dead_letter(entry, repr(error.__cause__ or error))
-            else:
-                # Left pending: it is taken over (by us or another consumer) after
-                # claim_idle seconds and delivered again.
-                self._last_errors[entry.id] = repr(error.__cause__ or error)
+            self._settle(entry, error)
+        except (TransportError, BusStateError) as exc:
+            # Not acknowledged: the entry stays pending and is delivered again later.
+            log.warning(
+                "group %s: could not settle entry %s (%s); it will be delivered again",
+                self.group,
+                entry.id,
+                exc,
+            )
         finally:
             self._finished(event.id)
+
+    def _settle(self, entry: StreamEntry, error: EventBusError | None) -> None:
+        if error is None:
+            self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
+            self.acked += 1
+        elif entry.deliveries >= self.options.max_deliveries:
+            self._dead_letter(entry, repr(error.__cause__ or error))
+        else:
+            # Left pending: it is taken over (by us or another consumer) after
+            # claim_idle seconds and delivered again.
+            self._last_errors[entry.id] = repr(error.__cause__ or error)
 
     def _finished(self, event_id: str) -> None:
         with self._room:
@@ -278,9 +292,11 @@ class GroupConsumer:
                     next_claim = time.monotonic() + min(self.options.claim_idle / 2, 5.0)
                     self._claim()
                     self._refresh_info()
-                if not self._wait_for_room():
+                room = self._wait_for_room()
+                if self._stop.is_set():
                     break
-                room = self.options.max_in_flight - len(self._in_flight)
+                if room <= 0:
+                    continue  # still full: look at claims and the backlog again
                 entries = self._store.group_read(
                     self._stream,
                     self.group,
@@ -336,13 +352,12 @@ class GroupConsumer:
             return not self._stop.wait(backoff)
         return True
 
-    def _wait_for_room(self) -> bool:
+    def _wait_for_room(self) -> int:
+        """Wait up to one read's ``block`` for a free slot; return the free slots."""
         with self._room:
-            while len(self._in_flight) >= self.options.max_in_flight:
-                if self._stop.is_set():
-                    return False
-                self._room.wait(0.5)
-        return not self._stop.is_set()
+            if len(self._in_flight) >= self.options.max_in_flight and not self._stop.is_set():
+                self._room.wait(self.options.block)
+            return self.options.max_in_flight - len(self._in_flight)
 
     def _claim(self) -> None:
         running = [entry.id for entry in list(self._in_flight.values())]
@@ -381,6 +396,31 @@ class GroupConsumer:
     def _refresh_info(self) -> None:
         info = self._store.group_info(self._stream, self.group, self._dlq, self._timeout)
         self.backlog, self.pending, self.dead_letters = info.lag, info.pending, info.dead_letters
+        trimmed = info.trimmed_unread
+        if trimmed is None:
+            return
+        if self._trimmed_seen is None:
+            # What was already reported, by any consumer, before this one started: a
+            # loss while every consumer was down is reported by the first one back.
+            known = self._store.registry_all(self._trimmed_key, self._timeout).get(self.group)
+            self._trimmed_seen = int(known) if known else 0
+        if trimmed > self._trimmed_seen:
+            missed = trimmed - self._trimmed_seen
+            self.lost += missed
+            self._counters.add("group_entries_lost", missed)
+            self._hooks.report_gap(
+                Gap(
+                    reason="trimmed",
+                    detail=f"group {self.group}: {missed} event(s) were trimmed from its "
+                    "stream by its retention (maxlen) before the group read them",
+                    channel=self._stream,
+                    missed=missed,
+                )
+            )
+            self._store.registry_set(
+                self._trimmed_key, self.group, str(trimmed).encode(), self._timeout
+            )
+        self._trimmed_seen = trimmed
 
     def _deliver(self, entry: StreamEntry) -> None:
         self.read += 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from eventbus import Event, EventBus, GroupOptions, PerformanceConfig, ValidationError
+from eventbus import Event, EventBus, Gap, GroupOptions, PerformanceConfig, ValidationError
 
 from _helpers import Recorder, wait_for
 
@@ -187,3 +187,24 @@ def test_unsubscribe_stops_the_consumer(make_bus: BusFactory) -> None:
     wait_for(lambda: bus.get_groups()["quitters"].lag in (1, None), what="the backlog")
     assert len(got.events) == 1
     assert bus.get_stats().groups == ()
+
+
+def test_retention_smaller_than_the_backlog_reports_the_loss(make_bus: BusFactory) -> None:
+    """Events that retention trims before the group read them are reported as a gap with
+    reason "trimmed" and counted, never lost silently."""
+    consumer, publisher = make_bus(), make_bus()
+    gaps: list[Gap] = []
+    consumer.on_gap(gaps.append)
+    release = threading.Event()
+    options = GroupOptions(maxlen=20, max_in_flight=1, batch_size=1, claim_idle=0.3, block=0.1)
+    consumer.subscribe(
+        "flood.*", lambda event: release.wait(20), group="small", group_options=options
+    )
+    publisher.get_group_patterns()
+    for n in range(400):  # Redis's MAXLEN ~ trims whole nodes of 100 entries
+        publisher.publish("flood.item", n)
+    wait_for(lambda: [g for g in gaps if g.reason == "trimmed"], timeout=10, what="a trimmed gap")
+    trimmed = [g for g in gaps if g.reason == "trimmed"]
+    assert sum(g.missed or 0 for g in trimmed) >= 200
+    assert consumer.get_stats().groups[0].lost >= 200
+    release.set()

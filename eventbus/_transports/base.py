@@ -236,6 +236,8 @@ class GroupInfo:
         lag: entries not yet delivered to the group; None when the server cannot tell.
         oldest_pending_age: seconds since the oldest pending entry was delivered.
         dead_letters: entries in the dead-letter stream.
+        trimmed_unread: entries retention trimmed from the stream before the group read
+            them (lost to it); None when the server cannot tell.
     """
 
     length: int
@@ -244,6 +246,7 @@ class GroupInfo:
     lag: int | None
     oldest_pending_age: float | None
     dead_letters: int
+    trimmed_unread: int | None = None
 
 
 class GroupStore(Protocol):

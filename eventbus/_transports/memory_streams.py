@@ -104,7 +104,8 @@ class MemoryStreams:
                 return False
             # Like Redis: the group delivers the entries after `start`.
             last = data.last_id if start == "$" else _parse(start)
-            data.groups[group] = _Group(last_id=last)
+            # Like Redis's entries-read: a group made at "$" counts as having read all.
+            data.groups[group] = _Group(last_id=last, read=data.added if start == "$" else 0)
             return True
 
     def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
@@ -241,6 +242,7 @@ class MemoryStreams:
                 if oldest is None
                 else time.monotonic() - min(p.delivered_at for p in found.pending.values()),
                 dead_letters=dead_letters,
+                trimmed_unread=max(0, data.added - len(data.entries) - found.read),
             )
 
     # -- dead letters -----------------------------------------------------------------

@@ -556,32 +556,42 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"info of group {group!r} on {stream!r}"
-        groups, length, dead, oldest = self._exchange(
+        groups, length, dead, oldest, stream_info = self._exchange(
             [
                 ("XINFO", "GROUPS", stream),
                 ("XLEN", stream),
                 ("XLEN", dlq),
                 ("XPENDING", stream, group, "-", "+", 1),
+                ("XINFO", "STREAM", stream),
             ],
             timeout,
             what,
         )
         if isinstance(groups, redis.ResponseError) and "no such key" in str(groups):
             groups = []
+        if isinstance(stream_info, redis.ResponseError) and "no such key" in str(stream_info):
+            stream_info = []
         if isinstance(oldest, redis.ResponseError) and str(oldest).startswith(_MISSING):
             oldest = []
-        for reply in (groups, length, dead, oldest):
+        for reply in (groups, length, dead, oldest, stream_info):
             if isinstance(reply, redis.ResponseError):
                 raise TransportError(f"{what}: {reply}") from reply
         mine = next(
             (info for info in map(_fields, groups) if info.get(b"name") == group.encode()), None
         )
+        trimmed_unread: int | None = None
         if mine is None:
             pending, consumers, lag = 0, 0, (0 if length == 0 else None)
         else:
             pending, consumers = int(mine[b"pending"]), int(mine[b"consumers"])
             raw_lag = mine.get(b"lag")  # absent before Redis 7.0, nil when it cannot tell
             lag = None if raw_lag is None else int(raw_lag)
+            # The oldest entries go first: of the (added - length) trimmed, the group had
+            # read at most entries-read; the rest it never got (Redis 7.0+ counters).
+            added = _fields(stream_info).get(b"entries-added") if stream_info else None
+            read = mine.get(b"entries-read")
+            if added is not None and read is not None:
+                trimmed_unread = max(0, int(added) - length - int(read))
         return GroupInfo(
             length=length,
             pending=pending,
@@ -589,6 +599,7 @@ class RedisGroupStore:
             lag=lag,
             oldest_pending_age=int(oldest[0][2]) / 1000 if oldest else None,
             dead_letters=dead,
+            trimmed_unread=trimmed_unread,
         )
 
     def dead_letters(self, dlq: str, count: int, timeout: float) -> list[DeadLetter]:
