@@ -938,6 +938,8 @@ class EventBus:
             last_message_at=self._receiver.last_message_at,
             abandoned=dispatcher.abandoned if dispatcher else 0,
             dropped=dispatcher.overflow_drops if dispatcher else 0,
+            groups=len(self._groups.stats()),
+            dead_groups=self._groups.dead_consumers(),
             last_drop_at=dispatcher.last_drop_at if dispatcher else None,
         )
         return HealthCheckResult(

@@ -141,6 +141,10 @@ class GroupManager:
         self._lock = threading.Lock()
         self._consumers = {}
 
+    def dead_consumers(self) -> list[str]:
+        """The groups whose consumer thread is not running."""
+        return [c.group for c in list(self._consumers.values()) if not c.alive()]
+
     def stats(self) -> tuple[GroupStats, ...]:
         """Counters of every running group consumer."""
         return tuple(consumer.stats() for consumer in list(self._consumers.values()))

@@ -210,6 +210,10 @@ class GroupConsumer:
         if self._thread is not None:
             self._thread.join(timeout=max(timeout, self.options.block + self._timeout))
 
+    def alive(self) -> bool:
+        """Whether the consumer thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stats(self) -> GroupStats:
         """This consumer's counters and the group's last known backlog."""
         return GroupStats(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from eventbus._errors import TransportError
 from eventbus._models import CheckResult, HealthStatus
@@ -38,6 +39,8 @@ def check_health(
     abandoned: int,
     dropped: int,
     last_drop_at: float | None,
+    groups: int = 0,
+    dead_groups: Sequence[str] = (),
 ) -> dict[str, CheckResult]:
     """Run every check; never raises. ``transport`` is None when not connected."""
     if transport is None:
@@ -87,4 +90,12 @@ def check_health(
     checks["queues"] = CheckResult(
         status="degraded" if recent else "healthy", detail=detail, value=float(dropped)
     )
+    if groups:
+        checks["groups"] = CheckResult(
+            status="unhealthy" if dead_groups else "healthy",
+            detail=f"consumer thread of {', '.join(dead_groups)} is dead"
+            if dead_groups
+            else f"{groups} group consumer(s) running",
+            value=float(groups),
+        )
     return checks

@@ -208,3 +208,14 @@ def test_retention_smaller_than_the_backlog_reports_the_loss(make_bus: BusFactor
     assert sum(g.missed or 0 for g in trimmed) >= 200
     assert consumer.get_stats().groups[0].lost >= 200
     release.set()
+
+
+def test_health_and_stats_show_the_groups(make_bus: BusFactory) -> None:
+    """health_check has a groups check; get_stats().groups lists each group consumer."""
+    bus = make_bus()
+    bus.subscribe("h.*", Recorder(), group="healthy", group_options=FAST)
+    health = bus.health_check()
+    assert health.checks["groups"].status == "healthy"
+    (stats,) = bus.get_stats().groups
+    assert (stats.group, stats.pattern) == ("healthy", "h.*")
+    assert stats.consumer.startswith(bus.client_id)
