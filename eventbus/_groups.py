@@ -210,6 +210,11 @@ class GroupConsumer:
         if self._thread is not None:
             self._thread.join(timeout=max(timeout, self.options.block + self._timeout))
 
+    def _count(self, name: str, amount: int = 1) -> None:
+        """Bump one of this consumer's counters (handler threads and the consumer's)."""
+        with self._room:
+            setattr(self, name, getattr(self, name) + amount)
+
     def alive(self) -> bool:
         """Whether the consumer thread runs."""
         return self._thread is not None and self._thread.is_alive()
@@ -255,7 +260,7 @@ class GroupConsumer:
     def _settle(self, entry: StreamEntry, error: EventBusError | None) -> None:
         if error is None:
             self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
-            self.acked += 1
+            self._count("acked")
         elif entry.deliveries >= self.options.max_deliveries:
             self._dead_letter(entry, repr(error.__cause__ or error))
         else:
@@ -275,7 +280,7 @@ class GroupConsumer:
         self._last_errors.pop(entry.id, None)
         if not moved:
             return  # another consumer owns it now
-        self.dead_lettered += 1
+        self._count("dead_lettered")
         self._counters.add("dead_lettered")
         log.warning(
             "group %s: entry %s went to the dead-letter stream after %d deliveries: %s",
@@ -375,7 +380,7 @@ class GroupConsumer:
             running,  # still being handled here: slow, not dead
         )
         if gone:
-            self.lost += len(gone)
+            self._count("lost", len(gone))
             self._counters.add("group_entries_lost", len(gone))
             self._hooks.report_gap(
                 Gap(
@@ -387,7 +392,7 @@ class GroupConsumer:
                 )
             )
         for entry in entries:
-            self.redelivered += 1
+            self._count("redelivered")
             self._counters.add("events_redelivered")
             if entry.deliveries > self.options.max_deliveries:
                 error = self._last_errors.get(entry.id) or (
@@ -410,7 +415,7 @@ class GroupConsumer:
             self._trimmed_seen = int(known) if known else 0
         if trimmed > self._trimmed_seen:
             missed = trimmed - self._trimmed_seen
-            self.lost += missed
+            self._count("lost", missed)
             self._counters.add("group_entries_lost", missed)
             self._hooks.report_gap(
                 Gap(
@@ -427,7 +432,7 @@ class GroupConsumer:
         self._trimmed_seen = trimmed
 
     def _deliver(self, entry: StreamEntry) -> None:
-        self.read += 1
+        self._count("read")
         try:
             decoded = decode(entry.payload, self._stream)
         except DecodeError as exc:
