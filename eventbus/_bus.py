@@ -740,7 +740,7 @@ class EventBus:
 
     def subscriptions(self) -> list[Subscription]:
         """The active subscriptions, oldest first."""
-        return [Subscription(self, route) for route in self._receiver.routes]
+        return [Subscription(self, route) for route in list(self._routes.values())]
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -893,7 +893,7 @@ class EventBus:
         handler_p50, handler_p99 = self._handler_latency.percentiles_ms(0.5, 0.99)
         delivery_p50, delivery_p99 = self._delivery_latency.percentiles_ms(0.5, 0.99)
         dispatcher = self._dispatcher
-        routes = self._receiver.routes
+        routes = list(self._routes.values())
         return EventBusStats(
             events_published=values.get("events_published", 0),
             events_received=values.get("events_received", 0),
@@ -914,6 +914,11 @@ class EventBus:
             gaps_detected=values.get("gaps_detected", 0),
             hook_errors=values.get("hook_errors", 0),
             heartbeat_errors=values.get("heartbeat_errors", 0),
+            events_redelivered=values.get("events_redelivered", 0),
+            dead_lettered=values.get("dead_lettered", 0),
+            group_entries_lost=values.get("group_entries_lost", 0),
+            groups_recreated=values.get("groups_recreated", 0),
+            group_errors=values.get("group_errors", 0),
             handler_p50_ms=handler_p50,
             handler_p99_ms=handler_p99,
             delivery_p50_ms=delivery_p50,

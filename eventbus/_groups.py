@@ -71,17 +71,21 @@ class GroupOptions:
         )
 
     Attributes:
-        start: where a group that does not exist yet starts: ``"$"`` (events
-            published from now on, the default), ``"0"`` (everything still in its
-            stream), or a datetime (events published since then).
-        consumer: this consumer's name in the group; default the bus's client id
-            (``<service>:<host>:<pid>:<n>``), so each process is its own consumer and a
-            restarted one is a new consumer (the old one's pending events are taken
-            over after ``claim_idle``).
+        start: where the consumer group starts when it is created on a stream that
+            already holds entries (a new group's stream is created empty, so it
+            matters when the group was deleted or lost while its stream survived):
+            ``"$"`` (events appended from now on, the default), ``"0"`` (everything
+            still in the stream), or a datetime (entries appended since then).
+        consumer: this consumer's name in the group; default
+            ``<client id>:<subscription id>``, so each process (and each group
+            subscription in it) is its own consumer and a restarted process is a new
+            consumer (the old one's pending events are taken over after
+            ``claim_idle``).
         batch_size: entries read per round trip.
         max_in_flight: entries read and not yet finished, at most; reading pauses at it.
         maxlen: the stream's retention, about this many entries (``XADD MAXLEN ~``);
-            None keeps everything. Set by the first subscriber that registers the group.
+            None keeps everything. Every registration writes it: the subscriber that
+            registered the group last sets it for every publisher.
         claim_idle: seconds an entry may stay unacknowledged with one consumer before
             another takes it over (a crashed or stuck consumer's events).
         max_deliveries: deliveries (attempts across consumers, retries not counted)
@@ -185,7 +189,10 @@ class GroupConsumer:
         self._register = register
         self._stop = threading.Event()
         self._room = threading.Condition()
-        self._in_flight: dict[str, StreamEntry] = {}  # event id -> its entry
+        # id(event) -> (event, its entry). Keyed by the object the pool hands back to
+        # done(), not by event id: two entries may carry one id (a replay, a publish
+        # retried with event_id=). The event is kept so that its id() stays unique.
+        self._in_flight: dict[int, tuple[Event, StreamEntry]] = {}
         self._last_errors: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self.read = self.acked = self.redelivered = self.dead_lettered = self.lost = 0
@@ -241,9 +248,10 @@ class GroupConsumer:
     def done(self, event: Event, error: EventBusError | None) -> None:
         """A handler finished ``event``: acknowledge it, or leave it for redelivery, or
         give it up to the dead-letter stream after ``max_deliveries``."""
-        entry = self._in_flight.get(event.id)
-        if entry is None:
+        found = self._in_flight.get(id(event))
+        if found is None:
             return
+        entry = found[1]
         try:
             self._settle(entry, error)
         except (TransportError, BusStateError) as exc:
@@ -255,7 +263,7 @@ class GroupConsumer:
                 exc,
             )
         finally:
-            self._finished(event.id)
+            self._finished(event)
 
     def _settle(self, entry: StreamEntry, error: EventBusError | None) -> None:
         if error is None:
@@ -268,9 +276,9 @@ class GroupConsumer:
             # claim_idle seconds and delivered again.
             self._last_errors[entry.id] = repr(error.__cause__ or error)
 
-    def _finished(self, event_id: str) -> None:
+    def _finished(self, event: Event) -> None:
         with self._room:
-            self._in_flight.pop(event_id, None)
+            self._in_flight.pop(id(event), None)
             self._room.notify_all()
 
     def _dead_letter(self, entry: StreamEntry, error: str) -> None:
@@ -369,7 +377,7 @@ class GroupConsumer:
             return self.options.max_in_flight - len(self._in_flight)
 
     def _claim(self) -> None:
-        running = [entry.id for entry in list(self._in_flight.values())]
+        running = [entry.id for _, entry in list(self._in_flight.values())]
         entries, gone = self._store.group_claim(
             self._stream,
             self.group,
@@ -408,11 +416,10 @@ class GroupConsumer:
         trimmed = info.trimmed_unread
         if trimmed is None:
             return
-        if self._trimmed_seen is None:
-            # What was already reported, by any consumer, before this one started: a
-            # loss while every consumer was down is reported by the first one back.
-            known = self._store.registry_all(self._trimmed_key, self._timeout).get(self.group)
-            self._trimmed_seen = int(known) if known else 0
+        # What any consumer of the group reported already (also before this one
+        # started: a loss while every consumer was down is reported by the first back).
+        known = self._store.registry_all(self._trimmed_key, self._timeout).get(self.group)
+        self._trimmed_seen = max(self._trimmed_seen or 0, int(known) if known else 0)
         if trimmed > self._trimmed_seen:
             missed = trimmed - self._trimmed_seen
             self._count("lost", missed)
@@ -461,6 +468,6 @@ class GroupConsumer:
                 self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
                 return
         with self._room:
-            self._in_flight[event.id] = entry
+            self._in_flight[id(event)] = (event, entry)
         self._counters.add("events_received")
         self._dispatcher.offer(route, event)

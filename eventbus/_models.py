@@ -264,6 +264,13 @@ class EventBusStats:
         gaps_detected: times possible loss was reported to ``on_gap`` hooks.
         hook_errors: exceptions raised by error or gap hooks.
         heartbeat_errors: heartbeats (presence and client record) that failed.
+        events_redelivered: durable group entries this bus took over after
+            ``claim_idle`` (redeliveries).
+        dead_lettered: durable group entries this bus moved to a dead-letter stream.
+        group_entries_lost: durable group entries found trimmed by retention before
+            they were handled (reported as gaps).
+        groups_recreated: durable groups this bus found gone and recreated.
+        group_errors: failed reads of group consumers (they retry).
         handler_p50_ms, handler_p99_ms: handler duration percentiles over recent
             runs (None before any run).
         delivery_p50_ms, delivery_p99_ms: publish-to-handler-start latency
@@ -292,6 +299,11 @@ class EventBusStats:
     gaps_detected: int = 0
     hook_errors: int = 0
     heartbeat_errors: int = 0
+    events_redelivered: int = 0
+    dead_lettered: int = 0
+    group_entries_lost: int = 0
+    groups_recreated: int = 0
+    group_errors: int = 0
     handler_p50_ms: float | None = None
     handler_p99_ms: float | None = None
     delivery_p50_ms: float | None = None
