@@ -336,6 +336,7 @@ class EventBus:
         self._groups.stop_reading(timeout)
         # Handlers finish while the transport is still open: groups acknowledge there.
         finished = dispatcher.shutdown(timeout)
+        self._groups.flush_acks()
         self._presence.stop()
         transport.stop(self._config.operation_timeout)
         if not finished:

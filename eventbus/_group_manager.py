@@ -136,6 +136,14 @@ class GroupManager:
         for consumer in consumers:
             consumer.stop(timeout)
 
+    def flush_acks(self) -> None:
+        """Acknowledge what every consumer's handlers finished (at shutdown, after the
+        handlers drained and before the transport closes)."""
+        with self._lock:
+            consumers = list(self._consumers.values())
+        for consumer in consumers:
+            consumer.flush_acks()
+
     def forget_consumers(self) -> None:
         """In a forked child: the parent's consumer threads do not exist here."""
         self._lock = threading.Lock()

@@ -193,6 +193,7 @@ class GroupConsumer:
         # done(), not by event id: two entries may carry one id (a replay, a publish
         # retried with event_id=). The event is kept so that its id() stays unique.
         self._in_flight: dict[int, tuple[Event, StreamEntry]] = {}
+        self._to_ack: list[str] = []  # handled, to acknowledge at the next flush
         self._last_errors: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self.read = self.acked = self.redelivered = self.dead_lettered = self.lost = 0
@@ -216,6 +217,7 @@ class GroupConsumer:
             self._room.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=max(timeout, self.options.block + self._timeout))
+        self.flush_acks()
 
     def _count(self, name: str, amount: int = 1) -> None:
         """Bump one of this consumer's counters (handler threads and the consumer's)."""
@@ -267,14 +269,38 @@ class GroupConsumer:
 
     def _settle(self, entry: StreamEntry, error: EventBusError | None) -> None:
         if error is None:
-            self._store.group_ack(self._stream, self.group, [entry.id], self._timeout)
-            self._count("acked")
+            # Acknowledged in batches by the consumer thread (flush_acks): one XACK per
+            # read instead of one round trip per event. A crash before the flush only
+            # means the entries are delivered again: still at least once.
+            with self._room:
+                self._to_ack.append(entry.id)
         elif entry.deliveries >= self.options.max_deliveries:
             self._dead_letter(entry, repr(error.__cause__ or error))
         else:
             # Left pending: it is taken over (by us or another consumer) after
             # claim_idle seconds and delivered again.
             self._last_errors[entry.id] = repr(error.__cause__ or error)
+
+    def flush_acks(self) -> None:
+        """Acknowledge every entry handled since the last flush, in one round trip.
+
+        A failure leaves them pending (delivered again later) and is logged.
+        """
+        with self._room:
+            ids, self._to_ack = self._to_ack, []
+        if not ids:
+            return
+        try:
+            self._store.group_ack(self._stream, self.group, ids, self._timeout)
+        except (TransportError, BusStateError) as exc:
+            log.warning(
+                "group %s: could not acknowledge %d entries (%s); they will be delivered again",
+                self.group,
+                len(ids),
+                exc,
+            )
+            return
+        self._count("acked", len(ids))
 
     def _finished(self, event: Event) -> None:
         with self._room:
@@ -305,6 +331,7 @@ class GroupConsumer:
         next_claim = 0.0
         while not self._stop.is_set():
             try:
+                self.flush_acks()
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + min(self.options.claim_idle / 2, 5.0)
                     self._claim()
