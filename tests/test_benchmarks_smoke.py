@@ -15,6 +15,7 @@ from benchmarks._common import (  # noqa: E402
     markdown_table,
     percentile,
 )
+from benchmarks.bench_batch import BatchResult, LoopSample, run_batch  # noqa: E402
 from benchmarks.bench_latency import (  # noqa: E402
     LatencyResult,
     LatencyStats,
@@ -34,6 +35,24 @@ def test_publish_benchmark_reports_positive_rates_per_round(redis_url: str) -> N
     assert result.raw_bytes > 100
     assert result.ours_bytes > 100
     assert result.paired_ratio > 0
+
+
+def test_batch_benchmark_sends_full_batches_and_measures_both_threads(redis_url: str) -> None:
+    """run_batch gives one sample per side per round; raw makes ceil(N/B) round trips,
+    ours sends every event in counted round trips, and the CPU times are measured."""
+    result = run_batch(redis_url, messages=45, rounds=2, batch_size=10, batch_interval=0.005)
+    assert len(result.raw) == len(result.ours) == 2
+    assert result.receivers == 1
+    assert result.paired_ratio > 0
+    for raw, ours in zip(result.raw, result.ours, strict=True):
+        assert min(raw.rate, ours.rate, raw.caller_cpu, ours.caller_cpu, ours.process_cpu) > 0
+        assert (raw.round_trips, raw.smallest_batch, raw.largest_batch) == (5, 5, 10)
+        assert ours.round_trips >= 5
+        assert 1 <= ours.smallest_batch <= ours.largest_batch <= 10
+        assert ours.flusher_cpu is not None
+        assert ours.send_cpu is not None
+        assert 0 < ours.send_cpu <= ours.flusher_cpu
+        assert 0 < ours.loop_share <= 1
 
 
 def test_latency_benchmark_receives_every_event_with_ordered_percentiles(redis_url: str) -> None:
@@ -66,7 +85,20 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([3.0], 0.5) == 3.0
 
 
+def _sample(rate: float, **fields: float) -> LoopSample:
+    return LoopSample(
+        rate=rate,
+        round_trips=100,
+        smallest_batch=100,
+        largest_batch=100,
+        caller_cpu=20.0,
+        process_cpu=20.5,
+        **fields,
+    )
+
+
 def _report(url: str) -> Report:
+    ours = {"flusher_cpu": 9.0, "send_cpu": 8.5, "loop_share": 0.6}
     stats = LatencyStats(sent=10, received=10, p50=0.4, p90=0.5, p99=0.9, max=1.2, mean=0.45)
     return Report(
         settings=Settings.for_quick(),
@@ -79,6 +111,16 @@ def _report(url: str) -> Report:
             ours_rates=(950.0, 1000.0),
             raw_bytes=360,
             ours_bytes=350,
+        ),
+        batch=BatchResult(
+            messages=10_000,
+            rounds=2,
+            batch_size=100,
+            batch_interval=0.01,
+            max_buffer=10_000,
+            receivers=1,
+            raw=(_sample(20_000.0), _sample(22_000.0)),
+            ours=(_sample(19_000.0, **ours), _sample(22_000.0, **ours)),
         ),
         latency=LatencyResult(rate=100.0, seconds=0.1, rounds=1, raw=stats, ours=stats),
         micro=[MicroResult(name="new_event_id", usec=1.5, note="ULID")],
@@ -98,6 +140,10 @@ def test_markdown_page_has_one_title_and_every_table(redis_url: str) -> None:
     for row in ("| median events/s |", "| p99 |", "| `new_event_id` |", "| `decode` |"):
         assert row in page
     assert "| publish throughput, ours vs raw | at least 90% | 93.0% | pass |" in page
+    target = "| batched publish throughput, ours vs raw pipeline | at least 100% | 97.5% | MISS |"
+    assert target in page
+    assert "| round trips per round (median) | 100 | 100 |  |" in page
+    assert "| CPU µs per event, flusher thread |  | 9.0 |  |" in page
     assert "| CPU |" in page
     assert "| load average at the end | 0.50, 0.40, 0.30 |" in page
     assert re.search(r"<[A-Za-z/!]", page) is None  # no raw HTML
@@ -106,7 +152,14 @@ def test_markdown_page_has_one_title_and_every_table(redis_url: str) -> None:
 def test_text_report_lists_targets(redis_url: str) -> None:
     """The terminal report shows each section and the target results."""
     text = render_text(_report(redis_url))
-    for heading in ("Publish throughput", "latency", "Publish path pieces", "Targets"):
+    headings = (
+        "Publish throughput",
+        "Batched publish",
+        "latency",
+        "Publish path pieces",
+        "Targets",
+    )
+    for heading in headings:
         assert heading in text
     assert "pass" in text
 
