@@ -53,6 +53,7 @@ class Batcher:
         self._report = report
         self._queue: deque[tuple[str, bytes, Sequence[StreamTarget]]] = deque()
         self._in_flight = 0
+        self._flushing = 0  # callers waiting in flush(): send partial batches at once
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eventbus-flusher", daemon=True)
@@ -77,19 +78,27 @@ class Batcher:
                     capacity=self._capacity,
                 )
             self._queue.append((channel, payload, targets))
-            if len(self._queue) == 1 or len(self._queue) >= self._batch_size:
+            waiting = len(self._queue)
+            if waiting == 1 or waiting == self._batch_size or self._flushing:
                 self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far was sent; False if ``timeout`` passed."""
+        """Wait until everything queued so far was sent; False if ``timeout`` passed.
+
+        A partial batch is sent at once rather than after ``batch_interval``.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.notify_all()
-            while self._queue or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
+            self._flushing += 1
+            try:
+                self._cond.notify_all()
+                while self._queue or self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float) -> int:
@@ -115,7 +124,11 @@ class Batcher:
                     return []
                 self._cond.wait()
             due = time.monotonic() + self._interval
-            while len(self._queue) < self._batch_size and not self._closing.is_set():
+            while (
+                len(self._queue) < self._batch_size
+                and not self._flushing
+                and not self._closing.is_set()
+            ):
                 remaining = due - time.monotonic()
                 if remaining <= 0:
                     break

@@ -149,6 +149,29 @@ def _error(exc: Exception, what: str, timeout: float, *, publish: bool = False) 
     return TransportError(f"{what}: {exc}")
 
 
+_PUBLISH_HEADS: dict[str, bytes] = {}
+
+
+def _pack_publishes(messages: Sequence[tuple[str, bytes]]) -> bytes:
+    """RESP for ``PUBLISH channel payload`` per message, packed in one buffer.
+
+    redis-py's ``pack_commands`` encodes every argument and cuts the buffer into 6 KB
+    chunks (several ``sendall`` per batch); here each channel's head is built once and
+    cached, so a message costs one length header and one concatenation.
+    """
+    heads = _PUBLISH_HEADS
+    parts: list[bytes] = []
+    for channel, payload in messages:
+        head = heads.get(channel)
+        if head is None:
+            raw = channel.encode()
+            head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(raw), raw)
+            if len(heads) < 10_000:
+                heads[channel] = head
+        parts += (head, b"$%d\r\n" % len(payload), payload, b"\r\n")
+    return b"".join(parts)
+
+
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -340,9 +363,7 @@ class RedisTransport(RedisGroupStore):
         try:
             conn: Any = pool.get_connection()
             try:
-                conn.send_packed_command(
-                    conn.pack_commands([("PUBLISH", ch, data) for ch, data in messages])
-                )
+                conn.send_packed_command([_pack_publishes(messages)])  # one sendall
                 for _ in messages:
                     try:
                         counts.append(conn.read_response())
