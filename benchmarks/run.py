@@ -31,6 +31,7 @@ from benchmarks._common import (
     text_table,
 )
 from benchmarks.bench_batch import BatchResult, LoopSample, run_batch
+from benchmarks.bench_groups import GroupResult, run_groups
 from benchmarks.bench_latency import LatencyResult, run_delivery_micro, run_latency
 from benchmarks.bench_publish import MicroResult, ThroughputResult, run_micro, run_publish
 from eventbus import PerformanceConfig
@@ -62,6 +63,8 @@ class Settings:
     latency_rounds: int = 10
     micro_number: int = 10_000
     micro_repeat: int = 7
+    group_events: int = 5_000
+    group_rounds: int = 3
     quick: bool = False
 
     @classmethod
@@ -77,6 +80,8 @@ class Settings:
             latency_rounds=4,
             micro_number=2_000,
             micro_repeat=7,
+            group_events=1_000,
+            group_rounds=2,
             quick=True,
         )
 
@@ -92,6 +97,7 @@ class Report:
     latency: LatencyResult
     micro: list[MicroResult]
     delivery_micro: list[MicroResult]
+    groups: list[GroupResult]
     elapsed: float
     load_after: str
 
@@ -154,6 +160,17 @@ def run_all(url: str, settings: Settings) -> Report:
     _say("micro-benchmarks")
     micro = run_micro(number=settings.micro_number, repeat=settings.micro_repeat)
     delivery = run_delivery_micro(number=settings.micro_number, repeat=settings.micro_repeat)
+    groups = []
+    for consumers in (1, 3):
+        _say(f"durable group: {consumers} consumer(s), {settings.group_events} events")
+        groups.append(
+            run_groups(
+                url,
+                events=settings.group_events,
+                consumers=consumers,
+                rounds=settings.group_rounds,
+            )
+        )
     return Report(
         settings=settings,
         machine=machine,
@@ -162,6 +179,7 @@ def run_all(url: str, settings: Settings) -> Report:
         latency=latency,
         micro=micro,
         delivery_micro=delivery,
+        groups=groups,
         elapsed=time.perf_counter() - started,
         load_after=load_average(),
     )
@@ -178,6 +196,24 @@ _BATCH_HEADERS = ("", "raw pipeline", "eventbus batched", "eventbus / raw")
 _LATENCY_HEADERS = ("ms", "raw redis-py", "eventbus", "added")
 _MICRO_HEADERS = ("step", "µs per call", "what it is")
 _TARGET_HEADERS = ("target", "wanted", "measured", "result")
+_GROUP_HEADERS = (
+    "consumers",
+    "raw events/s (median)",
+    "eventbus events/s (median)",
+    "eventbus / raw",
+)
+
+
+def _group_rows(results: Sequence[GroupResult]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            str(r.consumers),
+            f"{r.raw_median:,.0f}",
+            f"{r.ours_median:,.0f}",
+            f"{r.ratio:.1%}",
+        )
+        for r in results
+    ]
 
 
 def _throughput_rows(result: ThroughputResult) -> list[tuple[str, str, str, str]]:
@@ -337,6 +373,9 @@ def render_text(report: Report) -> str:
         "Delivery path pieces (no Redis)",
         text_table(_MICRO_HEADERS, delivery),
         "",
+        "Durable group throughput",
+        text_table(_GROUP_HEADERS, _group_rows(report.groups)),
+        "",
         "Targets",
         text_table(_TARGET_HEADERS, _target_rows(report)),
         "",
@@ -477,6 +516,22 @@ What the listener thread does per message before it hands the event to a handler
 thread, without Redis. Raw's listener only runs `json.loads`.
 
 {markdown_table(_MICRO_HEADERS, _micro_rows(report.delivery_micro), right=(1,))}
+
+## Durable group throughput
+
+How fast one consumer group drains a stream of {s.group_events:,} events, with 1 and
+with 3 consumers ({s.group_rounds} alternating rounds each; median events/s). The
+stream is filled before the clock starts; the clock stops when every event was
+handled. Everything runs in one process on both sides (the consumers share a GIL).
+
+- **raw**: threads, each with its own `redis.Redis`, loop on `XREADGROUP ... COUNT 10
+  BLOCK 100`, `json.loads` each entry, call the handler (a counter), and acknowledge
+  each read's entries with one `XACK`;
+- **eventbus**: buses subscribed with `group=`; each consumer reads 10 entries at a
+  time, runs the handler on its pool (one thread hop per event), and acknowledges the
+  handled entries in one `XACK` before its next read.
+
+{markdown_table(_GROUP_HEADERS, _group_rows(report.groups), right=(1, 2, 3))}
 """
 
 

@@ -16,6 +16,7 @@ from benchmarks._common import (  # noqa: E402
     percentile,
 )
 from benchmarks.bench_batch import BatchResult, LoopSample, run_batch  # noqa: E402
+from benchmarks.bench_groups import GroupResult, run_groups  # noqa: E402
 from benchmarks.bench_latency import (  # noqa: E402
     LatencyResult,
     LatencyStats,
@@ -125,6 +126,7 @@ def _report(url: str) -> Report:
         latency=LatencyResult(rate=100.0, seconds=0.1, rounds=1, raw=stats, ours=stats),
         micro=[MicroResult(name="new_event_id", usec=1.5, note="ULID")],
         delivery_micro=[MicroResult(name="decode", usec=9.0, note="")],
+        groups=[GroupResult(consumers=1, events=10, raw=(100.0, 110.0), ours=(90.0, 100.0))],
         elapsed=1.0,
         load_after="0.50, 0.40, 0.30",
     )
@@ -168,3 +170,13 @@ def test_markdown_table_escapes_pipes() -> None:
     """A pipe inside a cell cannot split the row."""
     table = markdown_table(("a", "b"), [("x|y", 1)], right=(1,))
     assert table.splitlines() == ["| a | b |", "| --- | ---: |", "| x/y | 1 |"]
+
+
+def test_group_benchmark_runs_with_tiny_counts(redis_url: str) -> None:
+    """run_groups drains a small stream with raw redis-py and with eventbus consumers."""
+    result = run_groups(redis_url, events=50, consumers=2, rounds=1)
+    assert result.consumers == 2
+    assert len(result.raw) == len(result.ours) == 1
+    assert result.raw_median > 0
+    assert result.ours_median > 0
+    assert result.ratio > 0
