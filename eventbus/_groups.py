@@ -405,12 +405,17 @@ class GroupConsumer:
 
     def _claim(self) -> None:
         running = [entry.id for _, entry in list(self._in_flight.values())]
+        # Take over no more than there is room for: claimed entries go to the pool like
+        # read ones, and the route's queue holds max_in_flight.
+        room = self.options.max_in_flight - len(running)
+        if room <= 0:
+            return
         entries, gone = self._store.group_claim(
             self._stream,
             self.group,
             self.consumer,
             self.options.claim_idle,
-            self.options.batch_size * 10,
+            min(self.options.batch_size * 10, room),
             self._timeout,
             running,  # still being handled here: slow, not dead
         )
