@@ -59,11 +59,6 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="eventbus-flusher", daemon=True)
         self._thread.start()
 
-    @property
-    def pending(self) -> int:
-        """Messages queued or being sent."""
-        return len(self._queue) + self._in_flight
-
     def put(self, channel: str, payload: bytes, targets: Sequence[StreamTarget] = ()) -> None:
         """Queue one message (and the group streams it is also appended to).
 

@@ -41,10 +41,10 @@ from eventbus._models import (
     PublishResult,
 )
 from eventbus._names import (
+    user_room,
     validate_event_type,
     validate_group,
     validate_room,
-    validate_user_id,
 )
 from eventbus._patterns import compile_pattern, validate_pattern
 from eventbus._presence import Presence
@@ -441,9 +441,8 @@ class EventBus:
 
         Takes the arguments and raises the errors of :meth:`publish`.
         """
-        validate_user_id(user_id)
+        room = user_room(user_id)  # validates the id
         validate_event_type(event_type)
-        room = f"user:{user_id}"
         return self._send(
             self._keys.room_channel(room),
             event_type,

@@ -144,11 +144,6 @@ class GroupManager:
         for consumer in consumers:
             consumer.flush_acks()
 
-    def forget_consumers(self) -> None:
-        """In a forked child: the parent's consumer threads do not exist here."""
-        self._lock = threading.Lock()
-        self._consumers = {}
-
     def dead_consumers(self) -> list[str]:
         """The groups whose consumer thread is not running."""
         return [c.group for c in list(self._consumers.values()) if not c.alive()]

@@ -34,7 +34,7 @@ class RetryPolicy:
     jitter: float = 0.1
     _wait: tenacity.wait.wait_base = attrs.field(init=False, repr=False, eq=False)
     _stop: tenacity.stop.stop_base = attrs.field(init=False, repr=False, eq=False)
-    _state: tenacity.RetryCallState = attrs.field(init=False, repr=False, eq=False)
+    _retrying: tenacity.Retrying = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         # wait_exponential + wait_random rather than wait_exponential_jitter, whose
@@ -45,9 +45,7 @@ class RetryPolicy:
         stop = tenacity.stop_after_attempt(self.max_retries + 1)
         object.__setattr__(self, "_wait", wait)
         object.__setattr__(self, "_stop", stop)
-        object.__setattr__(
-            self, "_state", tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        )
+        object.__setattr__(self, "_retrying", tenacity.Retrying())
 
     @property
     def max_attempts(self) -> int:
@@ -56,15 +54,17 @@ class RetryPolicy:
 
     def should_retry(self, attempt: int) -> bool:
         """Whether another attempt follows failed attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(self._state.retry_object, None, (), {})
-        state.attempt_number = attempt
-        return not self._stop(state)
+        return not self._stop(self._call_state(attempt))
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(self._state.retry_object, None, (), {})
+        return min(self.max_delay, float(self._wait(self._call_state(attempt))))
+
+    def _call_state(self, attempt: int) -> tenacity.RetryCallState:
+        """The state tenacity's strategies read, for failed attempt ``attempt``."""
+        state = tenacity.RetryCallState(self._retrying, None, (), {})
         state.attempt_number = attempt
-        return min(self.max_delay, float(self._wait(state)))
+        return state
 
     def sleep(self, attempt: int, stop: threading.Event) -> bool:
         """Wait the delay after ``attempt``; False if ``stop`` was set meanwhile."""

@@ -22,10 +22,6 @@ class Counters:
         with self._lock:
             self._values[name] = self._values.get(name, 0) + amount
 
-    def get(self, name: str) -> int:
-        """The current value of ``name`` (0 if never bumped)."""
-        return self._values.get(name, 0)
-
     def snapshot(self) -> dict[str, int]:
         """A copy of every counter."""
         with self._lock:
