@@ -200,8 +200,7 @@ class GroupConsumer:
         self.backlog: int | None = None
         self.pending: int | None = None
         self.dead_letters: int | None = None
-        self._trimmed_seen: int | None = None  # trimmed_unread already reported
-        self._trimmed_key = keys.groups_trimmed
+        self._uncountable_reported = False  # the warning that losses cannot be counted
 
     def start(self) -> None:
         """Start the consumer thread."""
@@ -445,15 +444,20 @@ class GroupConsumer:
     def _refresh_info(self) -> None:
         info = self._store.group_info(self._stream, self.group, self._dlq, self._timeout)
         self.backlog, self.pending, self.dead_letters = info.lag, info.pending, info.dead_letters
-        trimmed = info.trimmed_unread
-        if trimmed is None:
+        # Taken once across every consumer of the group, also one started after the
+        # loss (a loss while every consumer was down is reported by the first back).
+        missed = self._store.group_take_lost(self._stream, self.group, self._timeout)
+        if missed is None:
+            if not self._uncountable_reported:
+                self._uncountable_reported = True
+                log.warning(
+                    "group %r: the server could not count the events its retention trimmed "
+                    "before the group read them (Redis < 7.0 cannot: such losses go "
+                    "unreported; a group made without a read counter is counted from now on)",
+                    self.group,
+                )
             return
-        # What any consumer of the group reported already (also before this one
-        # started: a loss while every consumer was down is reported by the first back).
-        known = self._store.registry_all(self._trimmed_key, self._timeout).get(self.group)
-        self._trimmed_seen = max(self._trimmed_seen or 0, int(known) if known else 0)
-        if trimmed > self._trimmed_seen:
-            missed = trimmed - self._trimmed_seen
+        if missed > 0:
             self._count("lost", missed)
             self._counters.add("group_entries_lost", missed)
             self._hooks.report_gap(
@@ -465,10 +469,6 @@ class GroupConsumer:
                     missed=missed,
                 )
             )
-            self._store.registry_set(
-                self._trimmed_key, self.group, str(trimmed).encode(), self._timeout
-            )
-        self._trimmed_seen = trimmed
 
     def _deliver(self, entry: StreamEntry) -> None:
         self._count("read")

@@ -71,12 +71,6 @@ class Keyspace:
         return f"{self.prefix}groups"
 
     @property
-    def groups_trimmed(self) -> str:
-        """The hash of how many unread entries of each group retention trimmed, as
-        already reported (so that a loss is reported once, also across restarts)."""
-        return f"{self.prefix}groups:trimmed"
-
-    @property
     def groups_channel(self) -> str:
         """The channel on which a bus announces a newly registered group."""
         return f"{self.prefix}groups:changed"

@@ -162,6 +162,58 @@ def test_claim_reports_trimmed_pending_entries(store: Any, keys: tuple[str, str]
     assert store.group_info(stream, "g", dlq, 2.0).pending == 0
 
 
+def _read_all(store: Any, stream: str, group: str) -> int:
+    count = 0
+    while got := store.group_read(stream, group, "c", 100, 0.05):
+        count += len(got)
+    return count
+
+
+def test_loss_to_retention_is_counted_exactly_once(store: Any, keys: tuple[str, str]) -> None:
+    """Three groups and a flood through maxlen 50: one that read some first, one made at
+    "$" that never read, one made from an id. For each, what it reads and what it is
+    told it lost add up to what was routed after its start, and a loss is taken once;
+    the backlog is counted exactly at each step."""
+    stream, dlq = keys
+    store.group_create(stream, "probe", "$", 2.0)
+    _fill(store, stream, 10)
+    ids = [e.id for e in store.group_read(stream, "probe", "p", 10, 0.5)]
+    store.group_create(stream, "reader", "0", 2.0)
+    store.group_create(stream, "new", "$", 2.0)
+    store.group_create(stream, "late", ids[4], 2.0)
+    assert store.group_info(stream, "late", dlq, 2.0).lag == 5
+    assert len(store.group_read(stream, "reader", "c", 3, 0.5)) == 3
+    assert store.group_take_lost(stream, "reader", 2.0) == 0
+    _fill(store, stream, 400, maxlen=50)
+    for group, unread in (("reader", 407), ("new", 400), ("late", 405)):
+        info = store.group_info(stream, group, dlq, 2.0)
+        assert info.lag == info.length, group
+        lost = store.group_take_lost(stream, group, 2.0)
+        assert lost == info.trimmed_unread == unread - info.length, group
+        assert store.group_take_lost(stream, group, 2.0) == 0, group
+        assert store.group_info(stream, group, dlq, 2.0).trimmed_unread == 0, group
+        assert lost + _read_all(store, stream, group) == unread, group
+        assert store.group_info(stream, group, dlq, 2.0).lag == 0, group
+        assert store.group_take_lost(stream, group, 2.0) == 0, group
+
+
+def test_loss_between_reads_is_counted_in_full(store: Any, keys: tuple[str, str]) -> None:
+    """Entries trimmed before the group's position while it goes on reading the
+    survivors (a loss that is only looked for after the reads) are counted in full."""
+    stream, _ = keys
+    store.group_create(stream, "g", "$", 2.0)
+    _fill(store, stream, 5)
+    handled = len(store.group_read(stream, "g", "c", 5, 0.5))
+    _fill(store, stream, 400, maxlen=50)
+    handled += len(store.group_read(stream, "g", "c", 20, 0.5))
+    lost = store.group_take_lost(stream, "g", 2.0)
+    handled += _read_all(store, stream, "g")
+    assert lost + handled == 405
+    assert lost > 0
+    assert store.group_take_lost(stream, "g", 2.0) == 0
+    assert store.group_take_lost(stream, "missing", 2.0) == 0
+
+
 def test_dead_letter_replay_and_purge(store: Any, keys: tuple[str, str]) -> None:
     """dead_letter moves and acks; dead_letters lists it with its error; replay puts it back;
     purge empties the dead-letter stream."""

@@ -14,10 +14,8 @@ then SIGKILL).
 3. always-failing handler, ``eventbus dlq list|replay`` ->
    :func:`test_failing_events_go_to_the_dead_letter_stream_and_replay_after_a_fix`
 4. retention smaller than the backlog -> ``test_trimmed_backlog_is_reported_*`` (consumer
-   down, twice, then keeping up; consumer blocked); xfail, library or Redis bugs:
-   ``test_trimmed_backlog_of_a_group_that_never_read_is_reported``,
-   ``test_loss_while_the_consumer_reads_is_reported_in_full``,
-   ``test_backlog_is_zero_once_a_trimmed_group_caught_up``
+   down, twice, then keeping up; consumer blocked; a group that never read; loss while
+   the consumer reads; the backlog once a trimmed group caught up)
 5. Redis restarted without persistence -> :func:`test_redis_restart_recreates_the_group_and_consumption_goes_on`
 
 A publisher learns of a group registered elsewhere asynchronously (an announcement):
@@ -590,13 +588,6 @@ def test_trimmed_backlog_is_reported_by_a_blocked_consumer(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: XGROUP CREATE ... $ MKSTREAM (RedisGroupStore.group_create) leaves "
-    "the group's entries-read nil (Redis 7.0), so group_info's trimmed_unread is None and "
-    "_refresh_info reports nothing; the first read then sets entries-read past the trimmed "
-    "entries, and the loss is never reported",
-)
 def test_trimmed_backlog_of_a_group_that_never_read_is_reported(
     spawn: WorkerFactory, make_bus: BusFactory, url: str
 ) -> None:
@@ -617,13 +608,6 @@ def test_trimmed_backlog_of_a_group_that_never_read_is_reported(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Redis < 8 bug (redis/redis#13957): after a trim, XREADGROUP only increments "
-    "entries-read, so XINFO GROUPS lag stays at the trimmed count; RedisGroupStore."
-    "group_info passes it on as GroupInfo.lag (`eventbus groups` BACKLOG, GroupStats."
-    "backlog) for a group that has read everything",
-)
 def test_backlog_is_zero_once_a_trimmed_group_caught_up(
     spawn: WorkerFactory, make_bus: BusFactory, url: str
 ) -> None:
@@ -739,13 +723,6 @@ def test_redis_restart_recreates_the_group_and_consumption_goes_on(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: trimmed_unread = entries-added - length - entries-read also "
-    "subtracts the entries the group read that are still in the stream (Redis 7.0's "
-    "entries-read only counts reads), and _refresh_info reports only rises above the "
-    "shared high-water mark: entries trimmed while the consumer reads go unreported",
-)
 def test_loss_while_the_consumer_reads_is_reported_in_full(
     spawn: WorkerFactory, make_bus: BusFactory, url: str
 ) -> None:

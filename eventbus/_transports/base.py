@@ -237,7 +237,8 @@ class GroupInfo:
         oldest_pending_age: seconds since the oldest pending entry was delivered.
         dead_letters: entries in the dead-letter stream.
         trimmed_unread: entries retention trimmed from the stream before the group read
-            them (lost to it); None when the server cannot tell.
+            them, not yet taken by :meth:`GroupStore.group_take_lost`; None when the
+            server cannot tell.
     """
 
     length: int
@@ -322,6 +323,12 @@ class GroupStore(Protocol):
         Returns False, moving nothing, when the entry is no longer pending for
         ``consumer`` (another consumer claimed it, or it was acknowledged).
         """
+
+    def group_take_lost(self, stream: str, group: str, timeout: float) -> int | None:
+        """Entries retention trimmed from the stream before the group read them, since
+        the last call by any process: counted and marked counted atomically, so each
+        loss is returned once. 0 when the stream or group does not exist; None when
+        the server cannot count (then counting starts now)."""
 
     def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
         """The group's backlog, pending entries, consumers and dead letters."""

@@ -316,6 +316,10 @@ class MemoryTransport:
         """Move an entry to the dead-letter stream; False if another consumer owns it."""
         return self.broker.streams.dead_letter(stream, group, dlq, entry, consumer, error)
 
+    def group_take_lost(self, stream: str, group: str, timeout: float) -> int | None:
+        """Entries trimmed before the group read them, since the last call."""
+        return self.broker.streams.group_take_lost(stream, group)
+
     def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
         """The group's backlog, pending entries and dead letters."""
         return self.broker.streams.group_info(stream, group, dlq)

@@ -104,9 +104,27 @@ class MemoryStreams:
                 return False
             # Like Redis: the group delivers the entries after `start`.
             last = data.last_id if start == "$" else _parse(start)
-            # Like Redis's entries-read: a group made at "$" counts as having read all.
-            data.groups[group] = _Group(last_id=last, read=data.added if start == "$" else 0)
+            # Like the Redis transport's entries-read: what the group starts after
+            # counts as read (entries trimmed before now, and those up to `start`).
+            upto = sum(1 for i in data.entries if i <= last)
+            read = data.added - len(data.entries) + upto
+            data.groups[group] = _Group(last_id=last, read=read)
             return True
+
+    def group_take_lost(self, stream: str, group: str) -> int:
+        """Entries trimmed before the group read them, since the last call."""
+        with self._lock:
+            data = self._streams.get(stream)
+            found = data.groups.get(group) if data is not None else None
+            if data is None or found is None:
+                return 0
+            gap = data.added - found.read - self._backlog(data, found)
+            found.read += gap
+            return max(0, gap)
+
+    @staticmethod
+    def _backlog(data: _Stream, found: _Group) -> int:
+        return sum(1 for i in data.entries if i > found.last_id)
 
     def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
         data = self._streams.get(stream)
@@ -237,12 +255,12 @@ class MemoryStreams:
                 length=len(data.entries),
                 pending=len(found.pending),
                 consumers=len(found.consumers),
-                lag=sum(1 for i in data.entries if i > found.last_id),
+                lag=self._backlog(data, found),
                 oldest_pending_age=None
                 if oldest is None
                 else time.monotonic() - min(p.delivered_at for p in found.pending.values()),
                 dead_letters=dead_letters,
-                trimmed_unread=max(0, data.added - len(data.entries) - found.read),
+                trimmed_unread=max(0, data.added - found.read - self._backlog(data, found)),
             )
 
     # -- dead letters -----------------------------------------------------------------

@@ -25,7 +25,10 @@ against 7.0 in ``tests/test_redis_streams.py``):
   the key is deleted (``DEL``, ``FLUSHALL``) fails with ``UNBLOCKED ... no longer
   exists``, and while the group is destroyed with ``NOGROUP``.
 * ``XDEL`` of an entry the group already read keeps ``XINFO GROUPS``' lag; deleting or
-  trimming entries it has not read yet may turn the lag into nil.
+  trimming entries it has not read yet may turn the lag into nil, and before Redis 8
+  a trim can leave it stale (redis/redis#13957): the backlog is counted instead.
+* ``XGROUP CREATE ... $`` leaves the group's ``entries-read`` nil on Redis 7.0;
+  ``XGROUP SETID ... ENTRIESREAD n`` sets it without moving the group.
 """
 
 from __future__ import annotations
@@ -145,6 +148,109 @@ else
 end
 return {moved, last}
 """)
+
+# Shared by the scripts below: the fields of an XINFO reply, and stream id order.
+_LUA_COMMON = """
+local function fields(flat)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+local function before(a, b)  -- id a < id b; compared as digit strings (ids pass 2^53)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+"""
+
+# KEYS stream; ARGV group, start. XGROUP CREATE ... MKSTREAM, and on Redis 7.0+ the
+# group's read counter (entries-read) set to what it starts after: every entry added
+# so far for "$"; for an id, the entries trimmed before now plus those still in the
+# stream up to the id (counted 1000 at a time). Redis 7.0 leaves the counter nil for
+# "$", and a nil counter makes a later loss to retention uncountable. 0 if it existed.
+_CREATE = _Script(
+    _LUA_COMMON
+    + """
+local made = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
+if type(made) == 'table' and made.err then
+  if string.sub(made.err, 1, 9) == 'BUSYGROUP' then return 0 end
+  return redis.error_reply(made.err)
+end
+local s = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
+local added = s['entries-added']
+if added == nil then return 1 end  -- before Redis 7.0: no read counters
+local read = added
+if ARGV[2] ~= '$' then
+  local upto, cursor = 0, '-'
+  while true do
+    local rows = redis.call('XRANGE', KEYS[1], cursor, ARGV[2], 'COUNT', 1000)
+    upto = upto + #rows
+    if #rows < 1000 then break end
+    cursor = '(' .. rows[#rows][1]
+  end
+  read = added - s['length'] + upto
+end
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', read)
+return 1
+"""
+)
+
+# KEYS stream; ARGV group, 'take' | 'peek'. The group's exact backlog (entries after
+# its last-delivered id: Redis < 8 reports a stale lag after a trim, redis/redis#13957)
+# and what it lost to retention: entries trimmed (or deleted) before it read them,
+# (entries-added - entries-read) - backlog. With 'take', the loss is folded into the
+# group's read counter (XGROUP SETID at its own id, ENTRIESREAD), so that each loss is
+# returned once, to one caller. The backlog is counted from whichever end of the stream
+# is nearer the group's id, 1000 entries at a time. Returns {backlog, lost}, lost -1
+# when it cannot be counted (Redis < 7.0, or a nil counter: 'take' sets it, counting
+# from now on), or false when the stream or the group does not exist.
+_BACKLOG = _Script(
+    _LUA_COMMON
+    + """
+local raw = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if type(raw) == 'table' and raw.err then
+  if string.find(raw.err, 'no such key', 1, true) then return false end
+  return redis.error_reply(raw.err)
+end
+local s = fields(raw)
+local g = nil
+for _, row in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = fields(row)
+  if f['name'] == ARGV[1] then g = f end
+end
+if g == nil then return false end
+local at, length = g['last-delivered-id'], s['length']
+local backlog
+if length == 0 or not before(at, s['last-entry'][1]) then
+  backlog = 0
+elseif before(at, s['first-entry'][1]) then
+  backlog = length
+else
+  local upto, after, low, high = 0, 0, '-', '+'
+  while true do
+    local rows = redis.call('XRANGE', KEYS[1], low, at, 'COUNT', 1000)
+    upto = upto + #rows
+    if #rows < 1000 then backlog = length - upto; break end
+    low = '(' .. rows[#rows][1]
+    rows = redis.call('XREVRANGE', KEYS[1], high, '(' .. at, 'COUNT', 1000)
+    after = after + #rows
+    if #rows < 1000 then backlog = after; break end
+    high = '(' .. rows[#rows][1]
+  end
+end
+local added, read = s['entries-added'], g['entries-read']
+if added == nil then return {backlog, -1} end
+local gap = read and (added - read - backlog)
+if ARGV[2] == 'take' and gap ~= 0 then
+  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], at, 'ENTRIESREAD', added - backlog)
+end
+if not read then return {backlog, -1} end
+return {backlog, math.max(0, gap)}
+"""
+)
 
 # KEYS dlq. XLEN fails on a key of another type, before anything is deleted.
 _PURGE = _Script("""
@@ -361,7 +467,8 @@ class RedisGroupStore:
     # -- consuming -------------------------------------------------------------------------
 
     def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
-        """``XGROUP CREATE stream group start MKSTREAM``; False if the group existed.
+        """``XGROUP CREATE stream group start MKSTREAM`` with the group's read counter
+        set (Redis 7.0+; see ``_CREATE``), in one script; False if the group existed.
 
         Raises:
             TransportError: Redis refused (``start`` is not an id, the key is no stream),
@@ -369,13 +476,7 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"create group {group!r} on {stream!r}"
-        command = ("XGROUP", "CREATE", stream, group, start, "MKSTREAM")
-        reply = self._exchange([command], timeout, what)[0]
-        if isinstance(reply, redis.ResponseError):
-            if str(reply).startswith("BUSYGROUP"):
-                return False
-            raise TransportError(f"{what}: {reply}") from reply
-        return True
+        return bool(self._eval(_CREATE, [stream], [group, start], timeout, what))
 
     def group_read(
         self, stream: str, group: str, consumer: str, count: int, block: float
@@ -542,10 +643,31 @@ class RedisGroupStore:
 
     # -- inspection and dead letters -------------------------------------------------------
 
+    def group_take_lost(self, stream: str, group: str, timeout: float) -> int | None:
+        """What the group lost to retention since the last call, by any process: entries
+        trimmed from its stream before it read them. Counted and folded into the group's
+        read counter atomically (``_BACKLOG``), so each loss is returned once.
+
+        Returns:
+            The count (0 when the stream or the group does not exist), or None when
+            Redis cannot count it (before 7.0; or a group whose counter was unknown,
+            which is set now and counts from here on).
+
+        Raises:
+            TransportError: Redis refused, or did not answer within ``timeout``.
+            TransportConnectionError: the server cannot be reached.
+        """
+        what = f"count what group {group!r} lost on {stream!r}"
+        reply = self._eval(_BACKLOG, [stream], [group, "take"], timeout, what)
+        if not reply:
+            return 0
+        return None if reply[1] < 0 else int(reply[1])
+
     def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
-        """The group's numbers, in one round trip: ``XINFO GROUPS`` (pending, consumers,
-        lag), ``XLEN`` of the stream and of the dead-letter stream, and the idle time
-        of the oldest pending entry (``XPENDING ... - + 1``).
+        """The group's numbers: ``XINFO GROUPS`` (pending, consumers), ``XLEN`` of the
+        stream and of the dead-letter stream and the idle time of the oldest pending
+        entry (``XPENDING ... - + 1``) in one round trip, then the exact backlog and the
+        loss not yet taken (``_BACKLOG`` without taking it).
 
         A missing stream counts as empty; a missing group as one with nothing pending
         and no consumers, whose lag is unknown (None) unless the stream is empty.
@@ -556,24 +678,21 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"info of group {group!r} on {stream!r}"
-        groups, length, dead, oldest, stream_info = self._exchange(
+        groups, length, dead, oldest = self._exchange(
             [
                 ("XINFO", "GROUPS", stream),
                 ("XLEN", stream),
                 ("XLEN", dlq),
                 ("XPENDING", stream, group, "-", "+", 1),
-                ("XINFO", "STREAM", stream),
             ],
             timeout,
             what,
         )
         if isinstance(groups, redis.ResponseError) and "no such key" in str(groups):
             groups = []
-        if isinstance(stream_info, redis.ResponseError) and "no such key" in str(stream_info):
-            stream_info = []
         if isinstance(oldest, redis.ResponseError) and str(oldest).startswith(_MISSING):
             oldest = []
-        for reply in (groups, length, dead, oldest, stream_info):
+        for reply in (groups, length, dead, oldest):
             if isinstance(reply, redis.ResponseError):
                 raise TransportError(f"{what}: {reply}") from reply
         mine = next(
@@ -584,14 +703,10 @@ class RedisGroupStore:
             pending, consumers, lag = 0, 0, (0 if length == 0 else None)
         else:
             pending, consumers = int(mine[b"pending"]), int(mine[b"consumers"])
-            raw_lag = mine.get(b"lag")  # absent before Redis 7.0, nil when it cannot tell
-            lag = None if raw_lag is None else int(raw_lag)
-            # The oldest entries go first: of the (added - length) trimmed, the group had
-            # read at most entries-read; the rest it never got (Redis 7.0+ counters).
-            added = _fields(stream_info).get(b"entries-added") if stream_info else None
-            read = mine.get(b"entries-read")
-            if added is not None and read is not None:
-                trimmed_unread = max(0, int(added) - length - int(read))
+            counted = self._eval(_BACKLOG, [stream], [group, "peek"], timeout, what)
+            lag = int(counted[0]) if counted else None
+            if counted and counted[1] >= 0:
+                trimmed_unread = int(counted[1])
         return GroupInfo(
             length=length,
             pending=pending,
