@@ -180,10 +180,14 @@ class EventBus:
                 self._groups.add(route, *spec)
 
     def _after_fork_in_child(self) -> None:
-        """Forget the parent's connection in a forked child; reconnect on first use."""
-        if self._state is not _State.CONNECTED:
-            return  # a new bus connects when told to; a closed one stays closed
-        self._forked = True
+        """Forget the parent's connection in a forked child; reconnect on first use.
+
+        A bus never connected gets an id (and locks) of its own too, and still
+        connects when told to; a closed one stays closed.
+        """
+        if self._state is _State.CLOSED:
+            return
+        self._forked = self._state is _State.CONNECTED
         # Drop, never close: redis-py closes (without shutdown) the inherited sockets
         # when they are collected, and the parent's threads do not exist here.
         self._start_process_state(rooms=self._presence.rooms)

@@ -74,6 +74,37 @@ def test_child_publishes_and_subscribes_with_the_parents_bus(redis_url: str, pre
         assert bus.health_check().status == "healthy"
 
 
+def test_a_bus_never_connected_before_fork_gets_an_id_of_its_own_in_the_child(
+    redis_url: str, prefix: str
+) -> None:
+    """gunicorn --preload: the bus is made (not connected) in the parent, each worker
+    connects its own. The child's bus has its own client id (presence, group consumer
+    names) and connects when told to; the parent's is untouched."""
+    bus = EventBus.from_url(f"{redis_url}?key_prefix={prefix}", service_name="preload")
+    got = Recorder()
+    bus.subscribe("w.*", got)
+    parent_id = bus.client_id
+
+    def child() -> int:
+        assert bus.client_id != parent_id, "the child must have an id of its own"
+        assert str(os.getpid()) in bus.client_id
+        assert not bus.is_connected()
+        with bus:
+            bus.publish("w.ping", {"pid": os.getpid()})
+            (event,) = got.wait(1, timeout=10)
+            assert event.data == {"pid": os.getpid()}
+            clients = [c.client_id for c in bus.get_clients()]
+            assert bus.client_id in clients, clients
+        return 0
+
+    assert _fork(child) == 0
+    assert bus.client_id == parent_id
+    assert not bus.is_connected()
+    with bus:
+        bus.publish("w.parent")
+        assert got.wait(1, timeout=10)[0].type == "w.parent"
+
+
 def test_child_handles_events_for_subscriptions_made_before_fork(
     redis_url: str, prefix: str
 ) -> None:
