@@ -66,7 +66,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 # Optional dependencies (extras) that a docs build need not install.
-autodoc_mock_imports = ["uvicorn", "jwt", "flask", "django", "celery"]
+autodoc_mock_imports = ["uvicorn", "jwt", "flask", "werkzeug", "click", "django", "celery", "kombu"]
 
 # -- HTML ------------------------------------------------------------------------------
 

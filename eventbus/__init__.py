@@ -49,6 +49,7 @@ from eventbus._models import (
     SubscriptionStats,
 )
 from eventbus._subscription import Subscription
+from eventbus._transports.base import DeadLetter, GroupInfo
 
 __version__ = "0.1.0.dev0"
 
@@ -60,6 +61,7 @@ for _name in (
     ClientConfig,
     ClientInfo,
     ConfigurationError,
+    DeadLetter,
     DecodeError,
     Event,
     EventBus,
@@ -69,6 +71,7 @@ for _name in (
     EventTooLargeError,
     FilterError,
     Gap,
+    GroupInfo,
     GroupMissingError,
     GroupOptions,
     GroupStats,
@@ -100,6 +103,7 @@ __all__ = [
     "ClientConfig",
     "ClientInfo",
     "ConfigurationError",
+    "DeadLetter",
     "DecodeError",
     "Event",
     "EventBus",
@@ -109,6 +113,7 @@ __all__ = [
     "EventTooLargeError",
     "FilterError",
     "Gap",
+    "GroupInfo",
     "GroupMissingError",
     "GroupOptions",
     "GroupStats",

@@ -9,10 +9,12 @@ Layers, each importing only from its own or lower ones::
     dispatch and bus   _dispatch, _batch, _health, _hooks, _presence, _receiver,
                        _groups, _group_manager, _subscription, _bus
     public package     eventbus/__init__.py
-    built on it        cli, _cli_groups, __main__, _demo: only ``eventbus``, the stdlib,
-                       and attrs
+    built on it        cli, _cli_groups, __main__, _demo, _worker: only ``eventbus``,
+                       the stdlib, and attrs
                        (``attrs.evolve``/``asdict`` are how users handle the public
                        value classes)
+    integrations       contrib.*: the above, and their own framework only
+    testing kit        testing.*: the public package, the pure core, pytest (plugin)
 
 Imports under ``if TYPE_CHECKING:`` are for annotations only and exempt.
 """
@@ -57,7 +59,20 @@ DISPATCH = {
     "eventbus._subscription",
     "eventbus._bus",
 }
-TOP = {"eventbus.cli", "eventbus._cli_groups", "eventbus.__main__", "eventbus._demo"}
+TOP = {
+    "eventbus.cli",
+    "eventbus._cli_groups",
+    "eventbus.__main__",
+    "eventbus._demo",
+    "eventbus._worker",
+}
+# Each integration may import its framework (and what that framework is built on).
+CONTRIB_FRAMEWORKS = {
+    "eventbus.contrib.flask": {"flask", "werkzeug", "click"},
+    "eventbus.contrib.django": {"django"},
+    "eventbus.contrib.celery": {"celery", "kombu"},
+}
+FRAMEWORKS = {"flask", "werkzeug", "click", "django", "celery", "kombu", "pytest"}
 
 # Third-party packages the pure core may use: attrs everywhere, tenacity only in _retry
 # (tenacity stays behind one private module).
@@ -169,7 +184,7 @@ def test_every_private_module_has_a_layer() -> None:
         name
         for name in MODULES
         if name not in known
-        and not name.startswith("eventbus._transports")
+        and not _within(name, {"eventbus._transports", "eventbus.testing", "eventbus.contrib"})
         and name.rpartition(".")[2].startswith("_")
     ]
     assert unplaced == [], "place these modules in a layer in tests/test_layers.py"
@@ -306,6 +321,72 @@ def test_importing_eventbus_does_not_import_redis_or_socketio() -> None:
     code = (
         "import sys, eventbus; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'socketio')); "
+        "print(loaded); sys.exit(1 if loaded else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PACKAGE_DIR.parent,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _package_modules(package: str) -> list[str]:
+    return sorted(name for name in MODULES if _within(name, {package}))
+
+
+def test_integrations_use_the_public_package_and_their_framework_only() -> None:
+    """contrib.* import `eventbus` (public), the layer built on it (_worker), their own
+    package, the stdlib, attrs, and their own framework: never a private bus module,
+    redis, or another integration's framework."""
+    modules = _package_modules("eventbus.contrib")
+    assert {"eventbus.contrib.flask", "eventbus.contrib.celery"} <= set(modules)
+    problems = []
+    for module in modules:
+        framework = next(
+            (deps for name, deps in CONTRIB_FRAMEWORKS.items() if _within(module, {name})),
+            set(),
+        )
+        for imp in _imports(MODULES[module]):
+            top = imp.module.split(".")[0]
+            if top == "eventbus":
+                private = [p for p in imp.module.split(".")[1:] if p.startswith("_")]
+                own = _within(imp.module, {module.rpartition(".")[0] or module, module})
+                if private and not _within(imp.module, TOP) and not own:
+                    problems.append(f"{module}:{imp.line} imports {imp.module}")
+            elif top in sys.stdlib_module_names or top == "attrs":
+                continue
+            elif top not in framework:
+                problems.append(f"{module}:{imp.line} imports third-party {imp.module}")
+    assert problems == []
+
+
+def test_the_testing_kit_needs_no_server() -> None:
+    """testing.* import the public package, the pure core and their own modules, the
+    stdlib, attrs and pytest: no transport, no redis, no thread pool of the bus."""
+    modules = _package_modules("eventbus.testing")
+    assert "eventbus.testing.pytest_plugin" in modules
+    problems = []
+    for module in modules:
+        for imp in _imports(MODULES[module]):
+            top = imp.module.split(".")[0]
+            if top == "eventbus":
+                allowed = {"eventbus.testing", *CORE}
+                if imp.module != "eventbus" and not _within(imp.module, allowed):
+                    problems.append(f"{module}:{imp.line} imports {imp.module}")
+            elif top not in sys.stdlib_module_names and top not in {"attrs", "pytest"}:
+                problems.append(f"{module}:{imp.line} imports third-party {imp.module}")
+    assert problems == []
+
+
+def test_importing_eventbus_or_its_testing_kit_loads_no_framework() -> None:
+    """`import eventbus, eventbus.testing` loads no web framework, task queue or pytest."""
+    code = (
+        "import sys, eventbus, eventbus.testing; "
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FRAMEWORKS)!r}); "
         "print(loaded); sys.exit(1 if loaded else 0)"
     )
     result = subprocess.run(
