@@ -82,7 +82,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class _State(enum.Enum):
     NEW = "new"
     CONNECTED = "connected"
+    CLOSING = "closing"  # disconnect() runs: handlers finish and may still publish
     CLOSED = "closed"
+
+
+_ENDED = (_State.CLOSING, _State.CLOSED)
 
 
 class EventBus:
@@ -185,7 +189,8 @@ class EventBus:
         A bus never connected gets an id (and locks) of its own too, and still
         connects when told to; a closed one stays closed.
         """
-        if self._state is _State.CLOSED:
+        if self._state in _ENDED:
+            self._state = _State.CLOSED  # the parent's disconnect() does not run here
             return
         self._forked = self._state is _State.CONNECTED
         # Drop, never close: redis-py closes (without shutdown) the inherited sockets
@@ -240,7 +245,7 @@ class EventBus:
         with self._lock:
             if self._state is _State.CONNECTED:
                 return
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             config = self._config
             transport = create_transport(
@@ -318,28 +323,35 @@ class EventBus:
         return self._state is _State.CONNECTED
 
     def disconnect(self, timeout: float | None = None) -> None:
-        """Flush batched publishes, let queued handlers finish, stop every thread.
+        """Stop taking events, let queued handlers finish, flush batched publishes, stop
+        every thread.
 
-        ``timeout`` (default ``config.shutdown_timeout``) bounds the flush and the
-        handlers' drain each; what is still queued then is dropped and counted,
-        a handler still running is left to finish on its own. A disconnected bus
-        cannot connect again. Calling it twice does nothing.
+        While the handlers finish, they (and the rest of the process) may still
+        publish; subscribing, joining a room or connecting raises
+        :class:`~eventbus.BusClosedError` from the start. ``timeout`` (default
+        ``config.shutdown_timeout``) bounds the handlers' drain and the flush each;
+        what is still queued then is dropped and counted, a handler still running is
+        left to finish on its own (its publishes then raise ``BusClosedError``). A
+        disconnected bus cannot connect again. Calling it twice does nothing.
         """
         timeout = self._config.shutdown_timeout if timeout is None else timeout
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 return
             was_connected = self._state is _State.CONNECTED
-            self._state = _State.CLOSED
+            self._state = _State.CLOSING if was_connected else _State.CLOSED
             transport, dispatcher, batcher = self._transport, self._dispatcher, self._batcher
         if not was_connected or transport is None or dispatcher is None:
             return
-        if batcher is not None:
-            batcher.close(timeout)
         self._receiver.closing = True  # what pub/sub delivers from now on is not taken
         self._groups.stop_reading(timeout)
-        # Handlers finish while the transport is still open: groups acknowledge there.
+        # Handlers finish while the transport is still open: they may publish, and
+        # groups acknowledge there.
         finished = dispatcher.shutdown(timeout)
+        with self._lock:
+            self._state = _State.CLOSED
+        if batcher is not None:
+            batcher.close(timeout)  # what was published until now, handlers' included
         self._groups.flush_acks()
         self._presence.stop()
         transport.stop(self._config.operation_timeout)
@@ -368,8 +380,10 @@ class EventBus:
 
     def _require_connected(self) -> Transport:
         transport = self._transport
+        if self._state is _State.CLOSING and transport is not None:
+            return transport  # disconnect() lets handlers finish: they may publish
         if self._state is not _State.CONNECTED or transport is None:
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             if not self._forked:
                 raise BusStateError("the bus is not connected: call connect() or use `with bus:`")
@@ -638,7 +652,7 @@ class EventBus:
             raise ValidationError("group_options needs group=")
         key = self._keys.event_pattern(pattern)
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             self._routes[route.id] = route
             if self._receiver.add(key, route) and self.is_connected() and self._transport:
@@ -660,7 +674,7 @@ class EventBus:
         # overflows, so no entry is dropped unacknowledged.
         route.queue_size = options.max_in_flight + 1
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             self._routes[route.id] = route
             self._group_specs[route.id] = (group, options)
@@ -783,7 +797,7 @@ class EventBus:
         """
         validate_room(room)
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             if not self._presence.add(room):
                 return

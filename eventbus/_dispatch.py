@@ -40,6 +40,10 @@ from eventbus._stats import Counters, LatencyWindow
 __all__ = ["Dispatcher", "Route"]
 
 log = logging.getLogger("eventbus.dispatch")
+#: One DEBUG record per event whose handling ended ("handled", "failed") or failed an
+#: attempt that will be retried ("retry"); its fields are in the record's ``handling``
+#: attribute (see :func:`_note`). ``eventbus worker`` turns them into INFO lines.
+events_log = logging.getLogger("eventbus.events")
 
 Handler = Callable[[Event], Any]
 ErrorReporter = Callable[[EventBusError, Event | None], None]
@@ -108,6 +112,46 @@ class Route:
             retried=self.retried,
             dropped=self.dropped,
         )
+
+
+def _note(
+    route: Route,
+    event: Event,
+    outcome: str,
+    attempt: int,
+    started: float | None,
+    error: BaseException | None,
+) -> None:
+    """Log one :data:`events_log` record about ``event`` (if that logger wants DEBUG).
+
+    ``record.handling`` holds ``outcome``, ``subscription``, ``pattern``, ``event_id``,
+    ``event_type``, ``group``, ``attempt``, ``duration`` (seconds since the handling of
+    the event began, None after a timeout) and ``error`` (a repr, or None).
+    """
+    if not events_log.isEnabledFor(logging.DEBUG):
+        return
+    duration = None if started is None else time.perf_counter() - started
+    handling = {
+        "outcome": outcome,
+        "subscription": route.id,
+        "pattern": route.pattern.source,
+        "event_id": event.id,
+        "event_type": event.type,
+        "group": event.group,
+        "attempt": attempt,
+        "duration": duration,
+        "error": None if error is None else repr(error),
+    }
+    events_log.debug(
+        "%s %s %s by %s (%s), attempt %d",
+        outcome,
+        event.type,
+        event.id,
+        route.id,
+        route.pattern.source,
+        attempt,
+        extra={"handling": handling},
+    )
 
 
 @attrs.define(eq=False)
@@ -252,6 +296,7 @@ class Dispatcher:
         """
         if number == 1:
             self._delivery_latency.record(max(0.0, time.time() - event.time.timestamp()))
+        started = time.perf_counter()
         while True:
             current = (
                 event
@@ -265,17 +310,19 @@ class Dispatcher:
                 with route.lock:
                     route.handled += 1
                 self._counters.add("events_handled")
+                _note(route, current, "handled", number, started, None)
                 if route.on_done is not None:
                     self._complete(route, event, None)
                 return True
             if not route.retry.should_retry(number) or self._stopping.is_set():
-                self._fail(route, event, current, number, error)
+                self._fail(route, event, current, number, error, started)
                 return True
             with route.lock:
                 route.retried += 1
             self._counters.add("events_retried")
+            _note(route, current, "retry", number, started, error)
             if not route.retry.sleep(number, self._stopping):
-                self._fail(route, event, current, number, error)
+                self._fail(route, event, current, number, error, started)
                 return True
             number += 1
 
@@ -330,11 +377,18 @@ class Dispatcher:
         return "failed", error
 
     def _fail(
-        self, route: Route, base: Event, event: Event, attempts: int, error: BaseException | None
+        self,
+        route: Route,
+        base: Event,
+        event: Event,
+        attempts: int,
+        error: BaseException | None,
+        started: float | None = None,
     ) -> None:
         with route.lock:
             route.failed += 1
         self._counters.add("events_failed")
+        _note(route, event, "failed", attempts, started, error)
         cls = HandlerTimeoutError if error is None else HandlerError
         reason = f"timed out after {route.timeout}s" if error is None else repr(error)
         failure = cls(

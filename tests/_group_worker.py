@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     faulthandler.register(signal.SIGUSR1)  # the test asks for stacks before a SIGKILL
     out = Output(args.out)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    stop = threading.Event()  # set once SIGTERM came: a held handler lets go
+    # The handler only flips a flag: a signal handler runs in the main thread between two
+    # bytecodes, and Event.set() there deadlocks when it lands while that thread holds
+    # the Event's (non-reentrant) lock inside Event.wait().
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: terminated.append(signum))
 
     bus = EventBus.from_url(args.url, service_name=args.service)
 
@@ -126,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write("ready", pid=os.getpid(), client_id=bus.client_id, consumer=consumer)
 
     last: dict[str, int] = {}
-    while not stop.wait(0.05):
-        if args.group is None:
+    while not terminated:
+        time.sleep(0.05)  # SIGTERM is seen within 50 ms (the sleep resumes after it)
+        if args.group is None or terminated:
             continue
         snapshot = bus.get_stats()
         (stats,) = snapshot.groups
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if now != last:
             out.write("stats", **now)
             last = now
+    stop.set()
     out.write("stopping")
     bus.disconnect(timeout=5.0)
     out.write("exit")

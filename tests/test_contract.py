@@ -513,6 +513,45 @@ def test_disconnect_drains_queued_handlers(make_bus: BusFactory) -> None:
     assert done == list(range(20))
 
 
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_handlers_may_publish_while_the_bus_disconnects(
+    make_bus: BusFactory, batch_size: int
+) -> None:
+    """A queued handler that publishes a follow-up while disconnect() drains it succeeds
+    (batched or not: the batch is flushed after the drain); subscribing then is refused."""
+    bus = make_bus(performance=PerformanceConfig(batch_size=batch_size, batch_interval=0.5))
+    watcher = make_bus()
+    followed = Recorder()
+    watcher.subscribe("done.*", followed)
+    failures: list[BaseException] = []
+    started = threading.Event()
+
+    def work(event: Event) -> None:
+        started.set()
+        time.sleep(0.02)
+        try:
+            bus.publish("done.n", event.data)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    bus.subscribe("work.*", work)
+    for n in range(10):
+        watcher.publish("work.n", n)
+    wait_for(lambda: bus.get_stats().events_received == 10, what="all work queued")
+    assert started.wait(5)
+    closer = threading.Thread(target=bus.disconnect, kwargs={"timeout": 5})
+    closer.start()
+    wait_for(lambda: bus._state.value == "closing", timeout=5, what="the bus closing")
+    with pytest.raises(BusClosedError):
+        bus.subscribe("late.*", followed)
+    closer.join(10)
+    assert failures == []
+    assert sorted(e.data for e in followed.wait(10, timeout=10)) == list(range(10))
+    with pytest.raises(BusClosedError):
+        bus.publish("done.after", 0)
+
+
 def test_stats_snapshot(bus: EventBus) -> None:
     """get_stats counts publishes, receipts, handling, and handler latency percentiles."""
     got = Recorder()

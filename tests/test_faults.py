@@ -426,7 +426,9 @@ def test_slow_handler_is_never_cut_off_by_redis_and_drops_are_counted(
 ) -> None:
     """With tiny pubsub output buffers and a stuck handler, Redis cuts a client that stops
     reading, but never the bus's listener: its queue overflows by the policy, counted."""
-    server = redis_server_factory(("--client-output-buffer-limit", "pubsub 256kb 64kb 1"))
+    # One argument per word: Redis 6.2 reads "pubsub 256kb 64kb 1" as a single one.
+    limit = ("--client-output-buffer-limit", "pubsub", "256kb", "64kb", "1")
+    server = redis_server_factory(limit)
     admin = server.client()
     bus = make_bus(
         f"{server.url}?key_prefix={prefix}", "flooded", queue_size=_QUEUE, overflow=overflow

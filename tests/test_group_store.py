@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from eventbus import GroupMissingError
 from eventbus._config import redis_config_from_url
 from eventbus._transports.base import LinkEvent, StreamTarget
 from eventbus._transports.memory import MemoryTransport
+
+from _servers import redis_version
 
 
 class _NullSink:
@@ -173,14 +174,7 @@ def _read_all(store: Any, stream: str, group: str) -> int:
 def _counts_losses(store: Any, transport_url: str, stream: str) -> bool:
     """Whether the server has stream read counters (Redis 7.0+); if not, checks that
     the store says it cannot count (None), as documented."""
-    if transport_url.startswith("memory://"):
-        return True
-    client = redis.Redis.from_url(transport_url.partition("?")[0])
-    try:
-        major = int(str(client.info("server")["redis_version"]).split(".")[0])
-    finally:
-        client.close()
-    if major >= 7:
+    if transport_url.startswith("memory://") or redis_version(transport_url) >= (7, 0):
         return True
     store.group_create(stream, "g", "$", 2.0)
     assert store.group_take_lost(stream, "g", 2.0) is None

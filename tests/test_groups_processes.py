@@ -44,7 +44,7 @@ from eventbus import EventBus, PerformanceConfig, TransportError
 from eventbus._layout import Keyspace
 
 from _helpers import wait_for
-from _servers import RedisServer
+from _servers import RedisServer, redis_version
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -471,6 +471,22 @@ def test_failing_events_go_to_the_dead_letter_stream_and_replay_after_a_fix(
 MAXLEN, FLOOD = 100, 1000
 
 
+#: Why a loss-counting test does not run on Redis 6.2.
+NO_READ_COUNTERS = (
+    "Redis < 7.0 has no stream read counters (entries-added / entries-read): losses to "
+    "retention cannot be counted there, as docs/groups.md ('Redis version') says; "
+    "test_groups.py and test_backlog_is_zero_once_a_trimmed_group_caught_up check what "
+    "6.2 does instead"
+)
+#: What a consumer logs, once, when the server cannot count its losses to retention.
+UNCOUNTABLE = "could not count the events its retention trimmed"
+
+
+def _counts_losses(url: str) -> bool:
+    """Whether the server at ``url`` can count losses to retention (Redis 7.0+)."""
+    return redis_version(url) >= (7, 0)
+
+
 def _flood_worker(spawn: WorkerFactory, url: str, name: str, *extra: str) -> Worker:
     options = ("--group", "small", "--pattern", "flood.*", "--maxlen", str(MAXLEN))
     worker = spawn(url, name, *options, "--claim-idle", "0.4", "--block", "0.1", *extra)
@@ -522,6 +538,8 @@ def test_trimmed_backlog_is_reported_by_the_consumer_back_from_down(
     "trimmed" gap and stats lost), handles the rest, and the two add up to 1,000 (the
     second loss is reported too, though the first one was recorded on the server). Then
     it keeps up with 1,000 more, and reports no loss that did not happen."""
+    if not _counts_losses(url):
+        pytest.skip(NO_READ_COUNTERS)
     first = _flood_worker(spawn, url, "small-1")
     publisher = make_bus(url, "flood-api", performance=BATCHED)
     _knows(publisher, "small")
@@ -563,6 +581,8 @@ def test_trimmed_backlog_is_reported_by_a_blocked_consumer(
     """The only consumer is stuck on one event (max_in_flight 1) while 1,000 are published
     into a stream of maxlen 100: it reports the trimmed ones while still stuck, then
     handles the rest, and the two add up to 1,000."""
+    if not _counts_losses(url):
+        pytest.skip(NO_READ_COUNTERS)
     release = tmp_path / "release"
     stuck = _flood_worker(spawn, url, "small-stuck", "--hold", str(release), "--max-in-flight", "1")
     publisher = make_bus(url, "flood-api", performance=BATCHED)
@@ -594,6 +614,8 @@ def test_trimmed_backlog_of_a_group_that_never_read_is_reported(
     """A new group's only consumer goes down before the group read anything, and 1,000
     events are published into its stream of maxlen 100: the consumer that comes back
     reports the trimmed ones, and they add up to 1,000 with those it handles."""
+    if not _counts_losses(url):
+        pytest.skip(NO_READ_COUNTERS)
     first = _flood_worker(spawn, url, "small-new")
     publisher = make_bus(url, "flood-api", performance=BATCHED)
     _knows(publisher, "small")
@@ -612,7 +634,8 @@ def test_backlog_is_zero_once_a_trimmed_group_caught_up(
     spawn: WorkerFactory, make_bus: BusFactory, url: str
 ) -> None:
     """After a loss to retention, once the consumer has read and acknowledged everything
-    left, the group's backlog is 0 (or unknown), not the number trimmed."""
+    left, the group's backlog is 0 (or unknown), not the number trimmed. Redis < 7.0
+    cannot count the loss: the consumer says so in its log and handles what is left."""
     first = _flood_worker(spawn, url, "small-1")
     publisher = make_bus(url, "flood-api", performance=BATCHED)
     _knows(publisher, "small")
@@ -620,8 +643,15 @@ def test_backlog_is_zero_once_a_trimmed_group_caught_up(
     wait_for(lambda: first.stats()["acked"] == 1, what="the first acknowledged")
     first.stop_cleanly()
     _flood(publisher, range(1, FLOOD + 1))
+    left = publisher.get_groups()["small"].length  # all unread: the read one was trimmed
+    assert left < FLOOD
     back = _flood_worker(spawn, url, "small-back")
-    _loss_accounted(back, FLOOD)
+    if _counts_losses(url):
+        _loss_accounted(back, FLOOD)
+    else:
+        wait_for(lambda: len(back.events()) >= left, timeout=WAIT, what="what was left handled")
+        wait_for(lambda: UNCOUNTABLE in back.stderr(), what="the warning that it cannot count")
+        assert back.stats()["lost"] == 0
     wait_for(lambda: _acked(publisher, "small"), what="the rest acknowledged")
     info = publisher.get_groups()["small"]
     print(f"\nafter catching up: {info}")
@@ -728,6 +758,8 @@ def test_loss_while_the_consumer_reads_is_reported_in_full(
 ) -> None:
     """A slow consumer (5 ms an event) reads while 1,000 events flood its stream of maxlen
     100: what it handled and what it reported lost add up to 1,000."""
+    if not _counts_losses(url):
+        pytest.skip(NO_READ_COUNTERS)
     slow = _flood_worker(spawn, url, "small-slow", "--sleep", "0.005", "--max-in-flight", "10")
     publisher = make_bus(url, "flood-api", performance=BATCHED)
     _knows(publisher, "small")

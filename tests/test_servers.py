@@ -21,9 +21,11 @@ from _servers import (
     RedisServer,
     RedisServerNotFoundError,
     RedisServerStartError,
+    binary_version,
     find_redis_server,
     free_port,
     live_servers,
+    redis_version,
 )
 
 Factory = Callable[..., RedisServer]
@@ -93,6 +95,17 @@ def test_each_test_starts_with_empty_databases(redis_client: redis.Redis, run: i
         other_db.set(b"left-by-run", str(run))
     finally:
         other_db.close()
+
+
+def test_the_version_is_the_running_servers_and_the_binarys(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """redis_version(url) asks the server (a query string is ignored); RedisServer.version
+    asks its binary; they agree, and the suite supports 6.2 and newer."""
+    running = redis_version(f"{redis_url}?key_prefix=x:")
+    assert running == redis_server.version == binary_version(redis_server.binary)
+    assert str(redis_server.client().info("server")["redis_version"]) == ".".join(map(str, running))
+    assert running >= (6, 2)
 
 
 def test_redis_fixtures_mark_the_test(request: pytest.FixtureRequest, redis_url: str) -> None:
@@ -291,6 +304,17 @@ def _fake_binary(directory: Path, name: str = "redis-server") -> Path:
     path.write_text("#!/bin/sh\nexit 0\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
+
+
+def test_binary_version_parses_redis_server_version(tmp_path: Path) -> None:
+    """What ``redis-server --version`` prints is parsed, whatever the version's length."""
+    fake = tmp_path / "redis-server"
+    fake.write_text(
+        "#!/bin/sh\necho 'Redis server v=6.2.5 sha=00000000:0 malloc=jemalloc-5.1.0 bits=64'\n"
+    )
+    fake.chmod(0o755)
+    assert binary_version(str(fake)) == (6, 2, 5)
+    assert RedisServer(binary=str(fake)).version == (6, 2, 5)
 
 
 def test_redis_server_env_var_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

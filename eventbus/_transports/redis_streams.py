@@ -27,6 +27,10 @@ against 7.0 in ``tests/test_redis_streams.py``):
 * ``XDEL`` of an entry the group already read keeps ``XINFO GROUPS``' lag; deleting or
   trimming entries it has not read yet may turn the lag into nil, and before Redis 8
   a trim can leave it stale (redis/redis#13957): the backlog is counted instead.
+* Redis 6.2 differs: a blocked read is not woken by ``DEL``/``FLUSHALL`` (it ends at
+  its block time and the next read fails with ``NOGROUP``); an error inside a script
+  comes back as ``Error running script ...: NOGROUP ...``; and streams have no read
+  counters, so losses to retention cannot be counted.
 * ``XGROUP CREATE ... $`` leaves the group's ``entries-read`` nil on Redis 7.0;
   ``XGROUP SETID ... ENTRIESREAD n`` sets it without moving the group.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,6 +76,8 @@ _REPLAY_CHUNK: Final = 500
 _MAX_READ_POOLS: Final = 4
 #: Error prefixes meaning the stream or its consumer group is gone.
 _MISSING: Final = ("NOGROUP", "UNBLOCKED the stream key no longer exists")
+#: What Redis < 7.0 puts before the error of a command that failed inside a script.
+_SCRIPT_ERROR: Final = re.compile(r"Error running script \(call to f_[0-9a-f]+\): @\w+:\d+: ")
 
 
 class _Script:
@@ -270,9 +277,17 @@ def _fail(
     return _error(exc, what, timeout, publish=publish)
 
 
+def _missing(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused because the stream or its consumer group is gone, also from
+    inside a script (which Redis < 7.0 reports as ``Error running script ...: NOGROUP``)."""
+    text = str(exc)
+    script = _SCRIPT_ERROR.match(text)
+    return text[script.end() if script else 0 :].startswith(_MISSING)
+
+
 def _refused(exc: redis.ResponseError, what: str, stream: str, group: str) -> TransportError:
     """The eventbus error for a command Redis refused; a lost group is its own error."""
-    if str(exc).startswith(_MISSING):
+    if _missing(exc):
         return GroupMissingError(
             f"{what}: the stream or its consumer group is gone ({exc})", stream=stream, group=group
         )
@@ -690,7 +705,7 @@ class RedisGroupStore:
         )
         if isinstance(groups, redis.ResponseError) and "no such key" in str(groups):
             groups = []
-        if isinstance(oldest, redis.ResponseError) and str(oldest).startswith(_MISSING):
+        if isinstance(oldest, redis.ResponseError) and _missing(oldest):
             oldest = []
         for reply in (groups, length, dead, oldest):
             if isinstance(reply, redis.ResponseError):

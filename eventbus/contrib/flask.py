@@ -29,7 +29,8 @@ process makes and connects its app's bus on first use, so a pre-forking server
 (``gunicorn --preload``) never shares a connection between workers. The bus is
 disconnected at interpreter exit, or by :meth:`EventBusExtension.close`.
 
-Built only on the public API of :mod:`eventbus`. Needs Flask (``eventbus[flask]``).
+Built only on the public API of :mod:`eventbus`. Needs Flask (the ``flask`` extra:
+``pip install "shared-infra-event-bus[flask]"``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import attrs
 from flask import current_app, has_app_context
 from werkzeug.local import LocalProxy
+from werkzeug.utils import import_string
 
 from eventbus import (
     BusClosedError,
@@ -116,7 +118,10 @@ _OWN_KEYS = (
     "EVENTBUS_PERFORMANCE",
     "EVENTBUS_CONFIG",
     "EVENTBUS_HANDLERS",
+    "EVENTBUS_BUS_CLASS",
 )
+# Keys of the extension itself, not of the bus's configuration.
+_EXTENSION_KEYS = frozenset({"EVENTBUS_CONFIG", "EVENTBUS_HANDLERS", "EVENTBUS_BUS_CLASS"})
 _KNOWN_KEYS = frozenset(_FIELD_KEYS) | frozenset(_OWN_KEYS)
 _SERVICE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _CLI_DISCONNECT_TIMEOUT = 2.0
@@ -159,8 +164,8 @@ def config_from_mapping(config: Mapping[str, Any], *, default_service_name: str)
     (``EVENTBUS_PUBLISH_TIMEOUT`` -> ``publish_timeout``). String values are read as
     numbers where the field is a number, so ``app.config.from_prefixed_env()`` and
     plain environment strings both work. ``EVENTBUS_CONFIG`` (a whole
-    ``EventBusConfig``) replaces every other key. ``EVENTBUS_HANDLERS`` is the
-    extension's and ignored here.
+    ``EventBusConfig``) replaces every other key. ``EVENTBUS_HANDLERS`` and
+    ``EVENTBUS_BUS_CLASS`` are the extension's and ignored here.
 
     Example::
 
@@ -184,7 +189,7 @@ def config_from_mapping(config: Mapping[str, Any], *, default_service_name: str)
     if whole is not None:
         if not isinstance(whole, EventBusConfig):
             raise ConfigurationError(f"EVENTBUS_CONFIG: must be an EventBusConfig, got {whole!r}")
-        others = sorted(keys - {"EVENTBUS_CONFIG", "EVENTBUS_HANDLERS"})
+        others = sorted(keys - _EXTENSION_KEYS)
         if others:
             raise ConfigurationError(
                 f"EVENTBUS_CONFIG is given: it replaces {', '.join(others)}; set one or the other"
@@ -224,6 +229,32 @@ def config_from_mapping(config: Mapping[str, Any], *, default_service_name: str)
         if key in config:
             options[field] = _read(kind, key, config[key])
     return EventBusConfig.from_env(environ, **options)
+
+
+def _bus_class(value: object) -> type[EventBus]:
+    """The class ``EVENTBUS_BUS_CLASS`` names: an :class:`~eventbus.EventBus` subclass,
+    given as the class or as its import path (``"eventbus.testing.RecordingBus"``)."""
+    key = "EVENTBUS_BUS_CLASS"
+    if isinstance(value, str):
+        try:
+            value = import_string(value.strip())
+        except ImportError as exc:
+            raise ConfigurationError(f"{key}: cannot import {value!r}: {exc}") from exc
+    if not (isinstance(value, type) and issubclass(value, EventBus)):
+        raise ConfigurationError(
+            f"{key}: must be EventBus or a subclass (or its import path, such as "
+            f"'eventbus.testing.RecordingBus'), got {value!r}"
+        )
+    return value
+
+
+def _records(bus_class: type[EventBus]) -> bool:
+    """Whether ``bus_class`` is a recording bus for tests (no transport at all)."""
+    if bus_class is EventBus:
+        return False
+    from eventbus.testing import RecordingBus  # stdlib-only; loaded only for other classes
+
+    return issubclass(bus_class, RecordingBus)
 
 
 # -- per-app state -------------------------------------------------------------------------
@@ -275,15 +306,24 @@ class EventBusState:
         config: the app's bus configuration.
         handlers: whether the extension's handlers are subscribed on :attr:`bus`
             (``EVENTBUS_HANDLERS``).
+        bus_class: the class the app's buses are made with (``EVENTBUS_BUS_CLASS``,
+            default :class:`~eventbus.EventBus`), called as ``bus_class(config)``.
         app_name: the app's name, for messages.
     """
 
     def __init__(
-        self, extension: EventBusExtension, app: Flask, config: EventBusConfig, *, handlers: bool
+        self,
+        extension: EventBusExtension,
+        app: Flask,
+        config: EventBusConfig,
+        *,
+        handlers: bool,
+        bus_class: type[EventBus] = EventBus,
     ) -> None:
         self.extension = extension
         self.config = config
         self.handlers = handlers
+        self.bus_class = bus_class
         self.app_name: str = app.name
         # The app, for the app context its handlers run in; the app holds this state.
         self._app = app
@@ -335,7 +375,7 @@ class EventBusState:
         return self._make_bus(handlers=handlers)[0]
 
     def _make_bus(self, *, handlers: bool) -> tuple[EventBus, list[_Registration]]:
-        bus = EventBus(self.config)
+        bus = self.bus_class(self.config)
         for hook in list(self.extension._error_hooks):
             bus.on_error(hook)
         registrations = list(self.extension._registrations) if handlers else []
@@ -368,7 +408,8 @@ class EventBusState:
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected() else "not connected"
-        return f"<EventBusState app={self.app_name!r} {self.config.transport_url} {state}>"
+        kind = "" if self.bus_class is EventBus else f" {self.bus_class.__name__}"
+        return f"<EventBusState app={self.app_name!r}{kind} {self.config.transport_url} {state}>"
 
 
 def _in_app_context(app: Flask, handler: Callable[[Event], Any]) -> Callable[[Event], Any]:
@@ -423,8 +464,16 @@ class EventBusExtension:
         No I/O and no threads: the bus is made and connected on first use, in each
         process. Adds the ``flask eventbus`` command group to ``app.cli``.
 
+        ``EVENTBUS_BUS_CLASS`` picks the class of the app's buses: in tests,
+        ``"eventbus.testing.RecordingBus"`` records what the app publishes and runs
+        the extension's handlers on ``drain()``, with no server::
+
+            app.config["EVENTBUS_BUS_CLASS"] = "eventbus.testing.RecordingBus"
+
         Raises:
-            ConfigurationError: a key is unknown or a value invalid.
+            ConfigurationError: a key is unknown or a value invalid (also a
+                ``EVENTBUS_BUS_CLASS`` that cannot be imported or is not an
+                :class:`~eventbus.EventBus` subclass).
             BusStateError: the app already has an event bus extension.
         """
         if EXTENSION_KEY in app.extensions:
@@ -436,14 +485,17 @@ class EventBusExtension:
             app.config, default_service_name=_default_service_name(app.name)
         )
         handlers = _read_bool("EVENTBUS_HANDLERS", app.config.get("EVENTBUS_HANDLERS", True))
-        if config.transport_url.startswith("memory:"):
+        bus_class = _bus_class(app.config.get("EVENTBUS_BUS_CLASS", EventBus))
+        if config.transport_url.startswith("memory:") and not _records(bus_class):
             log.info(
                 "app %r: the event bus uses %s, this process's own broker (set EVENTBUS_URL "
                 "to reach other processes)",
                 app.name,
                 config.transport_url,
             )
-        app.extensions[EXTENSION_KEY] = EventBusState(self, app, config, handlers=handlers)
+        app.extensions[EXTENSION_KEY] = EventBusState(
+            self, app, config, handlers=handlers, bus_class=bus_class
+        )
         app.cli.add_command(_cli_group())
 
     # -- handlers ----------------------------------------------------------------------

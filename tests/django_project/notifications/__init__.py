@@ -1,0 +1,1 @@
+"""Notifications: a second app whose events.py is autodiscovered."""

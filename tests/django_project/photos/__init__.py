@@ -1,0 +1,1 @@
+"""Photos: a view that publishes on commit, and handlers in events.py."""
