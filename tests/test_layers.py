@@ -69,6 +69,7 @@ TOP = {
 # Each integration may import its framework (and what that framework is built on).
 CONTRIB_FRAMEWORKS = {
     "eventbus.contrib.flask": {"flask", "werkzeug", "click"},
+    "eventbus.contrib._flask_cli": {"flask", "werkzeug", "click"},
     "eventbus.contrib.django": {"django"},
     "eventbus.contrib.celery": {"celery", "kombu"},
 }

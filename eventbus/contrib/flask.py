@@ -36,21 +36,14 @@ Built only on the public API of :mod:`eventbus`. Needs Flask (the ``flask`` extr
 from __future__ import annotations
 
 import atexit
-import contextlib
 import difflib
 import functools
-import json
 import logging
 import os
-import queue
 import re
-import signal
-import sys
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import FrameType
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
@@ -68,10 +61,8 @@ from eventbus import (
     EventBusError,
     GroupOptions,
     PerformanceConfig,
-    PublishResult,
     RedisConfig,
     Subscription,
-    TransportError,
     ValidationError,
 )
 
@@ -124,8 +115,6 @@ _OWN_KEYS = (
 _EXTENSION_KEYS = frozenset({"EVENTBUS_CONFIG", "EVENTBUS_HANDLERS", "EVENTBUS_BUS_CLASS"})
 _KNOWN_KEYS = frozenset(_FIELD_KEYS) | frozenset(_OWN_KEYS)
 _SERVICE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-_CLI_DISCONNECT_TIMEOUT = 2.0
-_MAX_DATA_CHARS = 400
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -496,7 +485,9 @@ class EventBusExtension:
         app.extensions[EXTENSION_KEY] = EventBusState(
             self, app, config, handlers=handlers, bus_class=bus_class
         )
-        app.cli.add_command(_cli_group())
+        from eventbus.contrib._flask_cli import cli_group
+
+        app.cli.add_command(cli_group())
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -640,233 +631,3 @@ current_bus = cast("EventBus", LocalProxy(_current_bus))
 Outside an app context it raises :class:`~eventbus.BusStateError` (a
 :class:`RuntimeError`), as ``current_app`` does.
 """
-
-
-# -- the `flask eventbus` commands ---------------------------------------------------------
-
-
-class _StopListening(Exception):
-    """Raised by the SIGTERM handler of the long-running commands to leave their loop."""
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_StopListening` (main thread only; restored on exit)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        raise _StopListening
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _format_event(event: Event) -> str:
-    when = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    where = f"  room={event.room}" if event.room else "  broadcast" if event.broadcast else ""
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    if len(data) > _MAX_DATA_CHARS:
-        data = data[: _MAX_DATA_CHARS - 3] + "..."
-    return f"{when}  {event.type:<26}  {event.source}{where}  {data}"
-
-
-def _event_as_json(event: Event) -> str:
-    return json.dumps(
-        {
-            "id": event.id,
-            "type": event.type,
-            "source": event.source,
-            "time": event.time.isoformat(),
-            "room": event.room,
-            "user": event.user,
-            "broadcast": event.broadcast,
-            "headers": dict(event.headers),
-            "data": event.data,
-        },
-        ensure_ascii=False,
-    )
-
-
-def _cli_group() -> Any:
-    """The ``flask eventbus`` click group (click comes with Flask)."""
-    import click
-    from flask.cli import AppGroup
-
-    class CannotConnect(click.ClickException):
-        exit_code = 3
-
-    @contextlib.contextmanager
-    def connected(bus: EventBus) -> Iterator[EventBus]:
-        try:
-            bus.connect()
-        except TransportError as exc:
-            cause = exc.__cause__ or exc
-            raise CannotConnect(f"cannot connect to {bus.config.transport_url}: {cause}") from exc
-        try:
-            yield bus
-        finally:
-            bus.disconnect(timeout=_CLI_DISCONNECT_TIMEOUT)
-
-    def note_if_in_process(config: EventBusConfig) -> None:
-        if config.transport_url.startswith("memory:"):
-            click.echo(
-                f"note: {config.transport_url} is this process's own broker; no other process "
-                "shares it (set EVENTBUS_URL)",
-                err=True,
-            )
-
-    group = AppGroup("eventbus", help="Publish and watch the app's events (eventbus).")
-
-    @group.command("publish")
-    @click.argument("event_type", metavar="TYPE")
-    @click.argument("data", metavar="DATA", default="null")
-    @click.option("--room", metavar="R", help="Publish to room R (publish_to_room).")
-    @click.option("--user", metavar="U", help="Publish to user U (publish_to_user).")
-    @click.option("--broadcast", is_flag=True, help="Reach every bus and socket (broadcast).")
-    @click.option("--header", "headers", metavar="K=V", multiple=True, help="A string header.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the PublishResult as JSON.")
-    def publish(
-        event_type: str,
-        data: str,
-        room: str | None,
-        user: str | None,
-        broadcast: bool,
-        headers: Sequence[str],
-        as_json: bool,
-    ) -> None:
-        """Publish one event of TYPE with DATA (JSON; - reads stdin) on the app's bus."""
-        if sum((room is not None, user is not None, broadcast)) > 1:
-            raise click.UsageError("--room, --user and --broadcast exclude each other")
-        text = sys.stdin.read() if data == "-" else data
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from None
-        header_map: dict[str, str] = {}
-        for item in headers:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise click.BadParameter(f"expected K=V, got {item!r}", param_hint="--header")
-            header_map[key] = value
-
-        def send(bus: EventBus) -> PublishResult:
-            if room is not None:
-                return bus.publish_to_room(room, event_type, payload, headers=header_map)
-            if user is not None:
-                return bus.publish_to_user(user, event_type, payload, headers=header_map)
-            if broadcast:
-                return bus.broadcast(event_type, payload, headers=header_map)
-            return bus.publish(event_type, payload, headers=header_map)
-
-        state = _state_of(None)
-        bus = state.new_bus()
-        try:
-            send(bus)  # checks names, data and size before any I/O
-        except ValidationError as exc:
-            bus.disconnect(0)
-            raise click.UsageError(str(exc)) from None
-        except BusStateError:
-            pass  # expected: valid, and not connected yet
-        note_if_in_process(state.config)
-        with connected(bus):
-            result = send(bus)
-        if as_json:
-            click.echo(json.dumps(attrs.asdict(result)))
-        else:
-            receivers = "?" if result.receivers is None else str(result.receivers)
-            click.echo(
-                f"published {result.event_type}: id {result.event_id}, {receivers} receiver(s)"
-            )
-
-    @group.command("listen")
-    @click.argument("patterns", metavar="[PATTERN]...", nargs=-1)
-    @click.option("--room", "rooms", metavar="R", multiple=True, help="Also join room R.")
-    @click.option("--count", type=click.IntRange(min=1), help="Exit after N events.")
-    @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Exit after S s.")
-    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-    def listen(
-        patterns: Sequence[str],
-        rooms: Sequence[str],
-        count: int | None,
-        timeout: float | None,
-        as_json: bool,
-    ) -> None:
-        """Print events matching PATTERN (default *) until Ctrl-C or SIGTERM.
-
-        Uses a bus of its own with the app's config: the app's handlers do not run.
-        Exits 1 if --count events did not arrive within --timeout.
-        """
-        state = _state_of(None)
-        chosen = list(patterns) or ["*"]
-        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        bus = state.new_bus()
-        try:
-            for pattern in chosen:
-                bus.subscribe(pattern, events.put)
-        except ValidationError as exc:
-            bus.disconnect(0)
-            raise click.UsageError(str(exc)) from None
-        note_if_in_process(state.config)
-        show = _event_as_json if as_json else _format_event
-        seen = 0
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with connected(bus), _stop_on_sigterm():
-            try:
-                for room in rooms:
-                    bus.join_room(room)
-                also = f" and rooms {', '.join(rooms)}" if rooms else ""
-                click.echo(
-                    f"listening for {', '.join(map(repr, chosen))}{also} on "
-                    f"{state.config.transport_url} (Ctrl-C to stop)",
-                    err=True,
-                )
-                while count is None or seen < count:
-                    wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                    if wait <= 0:
-                        break
-                    try:
-                        event = events.get(timeout=wait)
-                    except queue.Empty:
-                        continue
-                    click.echo(show(event))
-                    seen += 1
-            except (KeyboardInterrupt, _StopListening):
-                return
-            except ValidationError as exc:
-                raise click.UsageError(str(exc)) from None
-        if count is not None and seen < count:
-            raise click.ClickException(
-                f"timed out after {timeout:g}s with {seen} of {count} event(s)"
-            )
-
-    @group.command("worker")
-    def worker() -> None:
-        """Run the extension's handlers until Ctrl-C or SIGTERM, then drain and stop.
-
-        The handlers run on a bus of this command's own (even when EVENTBUS_HANDLERS
-        is off for the web processes), inside the app context.
-        """
-        state = _state_of(None)
-        bus = state.new_bus(handlers=True)
-        note_if_in_process(state.config)
-        with connected(bus), _stop_on_sigterm():
-            subs = bus.subscriptions()
-            click.echo(
-                f"worker {bus.client_id}: {len(subs)} handler(s) on "
-                f"{state.config.transport_url} (Ctrl-C to stop)",
-                err=True,
-            )
-            for sub in subs:
-                name = getattr(sub.handler, "__qualname__", repr(sub.handler))
-                click.echo(f"  {sub.pattern!r} -> {name}", err=True)
-            with contextlib.suppress(KeyboardInterrupt, _StopListening):
-                while True:
-                    time.sleep(1.0)
-            click.echo("worker stopping: draining handlers", err=True)
-
-    return group
