@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.run            # the full run (about 1.5 minutes), writes docs/benchmarks.md
-    python -m benchmarks.run --quick    # small counts (about 20 s), same page and tables
+    python -m benchmarks.run            # the full run (about 2.5 minutes), writes docs/benchmarks.md
+    python -m benchmarks.run --quick    # small counts (about 45 s), same page and tables
     python -m benchmarks.run --output /tmp/bench.md
     python -m benchmarks.run --no-write
 
@@ -31,6 +31,12 @@ from benchmarks._common import (
     text_table,
 )
 from benchmarks.bench_batch import BatchResult, LoopSample, run_batch
+from benchmarks.bench_gateway import (
+    GatewaySettings,
+    render_markdown_section,
+    run_gateway,
+)
+from benchmarks.bench_gateway import render_text as render_gateway_text
 from benchmarks.bench_groups import GroupResult, run_groups
 from benchmarks.bench_latency import LatencyResult, run_delivery_micro, run_latency
 from benchmarks.bench_publish import MicroResult, ThroughputResult, run_micro, run_publish
@@ -419,8 +425,8 @@ comparisons within one run mean anything. Nothing here is asserted by the test s
 This page was written by {kind}. Regenerate it with:
 
 ```console
-$ python -m benchmarks.run          # about 1.5 minutes
-$ python -m benchmarks.run --quick  # about 20 s
+$ python -m benchmarks.run          # about 2.5 minutes
+$ python -m benchmarks.run --quick  # about 45 s
 ```
 
 ## Machine
@@ -541,7 +547,7 @@ handled. Everything runs in one process on both sides (the consumers share a GIL
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; print the tables; write the docs page unless ``--no-write``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small counts (about 20 s)")
+    parser.add_argument("--quick", action="store_true", help="small counts (about 45 s)")
     parser.add_argument("--output", type=Path, default=DOCS_PAGE, help="page to write")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -549,9 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with redis_server() as server:
         _say(f"redis-server pid {server.pid} on {server.url}")
         report = run_all(server.url, settings)
+        gateway = run_gateway(
+            server.url, GatewaySettings.for_quick() if args.quick else GatewaySettings()
+        )
     print(render_text(report))
+    print(render_gateway_text(gateway))
     if not args.no_write:
-        args.output.write_text(render_markdown(report), encoding="utf-8")
+        page = render_markdown(report) + "\n" + render_markdown_section(gateway)
+        args.output.write_text(page, encoding="utf-8")
         _say(f"wrote {args.output}")
     return 0
 

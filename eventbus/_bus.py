@@ -253,6 +253,7 @@ class EventBus:
                 redis=config.redis,
                 client_name=self._client_id,
                 control_channel=self._keys.control_channel(self._client_id),
+                client=config.client,
             )
             timeout = config.operation_timeout
             # The pool exists before the first message can arrive (its threads start

@@ -34,8 +34,9 @@ _LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:/-]{0,64}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-_PLANNED_SCHEMES = ("redis+sentinel", "redis+cluster", "http", "https")
-_SUPPORTED_URLS = "memory://, redis://, rediss://, unix://"
+_PLANNED_SCHEMES = ("redis+sentinel", "redis+cluster")
+_GATEWAY_SCHEMES = ("http", "https")
+_SUPPORTED_URLS = "memory://, redis://, rediss://, unix://, http://, https://"
 
 T = TypeVar("T")
 
@@ -409,6 +410,20 @@ class EventBusConfig:
                 # so that key_prefix and every connection setting have one home.
                 object.__setattr__(self, "redis", redis_config_from_url(self.url))
                 object.__setattr__(self, "url", None)
+            elif scheme in _GATEWAY_SCHEMES:
+                # The gateway (eventbus.gateway): `client` carries the token.
+                client = self.client
+                _check(
+                    client is not None and client.auth_token is not None,
+                    "url",
+                    f"the {scheme}:// gateway transport needs a service token "
+                    "(token=... or EVENT_BUS_TOKEN)",
+                )
+                assert client is not None
+                if client.url != self.url:
+                    client = attrs.evolve(client, url=str(self.url))
+                object.__setattr__(self, "client", client)
+                object.__setattr__(self, "redis", None)
             elif scheme in _PLANNED_SCHEMES:
                 raise ConfigurationError(
                     f"url: the {scheme}:// transport is not supported yet "
@@ -432,15 +447,35 @@ class EventBusConfig:
         return self.redis.key_prefix if self.redis is not None else "eventbus:"
 
     @classmethod
-    def from_url(cls, url: str, *, service_name: str, **options: Any) -> EventBusConfig:
+    def from_url(
+        cls, url: str, *, service_name: str, token: str | None = None, **options: Any
+    ) -> EventBusConfig:
         """A config for the transport at ``url``; ``options`` set other fields.
+
+        ``token`` is the service token of an ``http(s)://`` gateway URL (it sets
+        ``client``).
 
         Example::
 
             EventBusConfig.from_url(
                 "redis://localhost:6379/0", service_name="photo-api", publish_timeout=1.0
             )
+            EventBusConfig.from_url(
+                "http://localhost:3003", service_name="thumbnailer", token=service_token
+            )
         """
+        if token is not None:
+            _check(
+                isinstance(url, str) and urlsplit(url).scheme.lower() in _GATEWAY_SCHEMES,
+                "token",
+                f"a token is for an http:// or https:// gateway URL, got {url!r}",
+            )
+            client = options.get("client")
+            options["client"] = (
+                ClientConfig(url=url, auth_token=token)
+                if client is None
+                else attrs.evolve(client, url=url, auth_token=token)
+            )
         return cls(service_name=service_name, url=url, **options)
 
     @classmethod
@@ -450,7 +485,8 @@ class EventBusConfig:
         Reads ``EVENTBUS_URL`` (the transport URL), else ``REDIS_HOST``,
         ``REDIS_PORT``, ``REDIS_PASSWORD``, ``REDIS_USERNAME``, ``REDIS_DB``
         and ``EVENTBUS_KEY_PREFIX`` (Redis when any ``REDIS_*`` is set, else
-        ``memory://``); ``EVENT_BUS_URL`` and ``EVENT_BUS_TOKEN`` (the gateway);
+        ``memory://``); ``EVENT_BUS_URL`` and ``EVENT_BUS_TOKEN`` (the gateway: the
+        transport when neither ``EVENTBUS_URL`` nor a ``REDIS_*`` variable is set);
         ``SERVICE_NAME`` (default: the program's name); ``LOG_LEVEL``.
 
         Raises:
@@ -479,10 +515,15 @@ class EventBusConfig:
             if env.get("EVENTBUS_KEY_PREFIX") is not None:
                 redis_fields["key_prefix"] = env["EVENTBUS_KEY_PREFIX"]
             fields["redis"] = RedisConfig(**redis_fields)
+        elif env.get("EVENT_BUS_URL"):
+            # Only the Node library's gateway variable: the bus goes through the gateway.
+            fields["url"] = env["EVENT_BUS_URL"]
         if env.get("EVENT_BUS_URL"):
             fields["client"] = ClientConfig(
                 url=env["EVENT_BUS_URL"], auth_token=env.get("EVENT_BUS_TOKEN") or None
             )
+        elif url and urlsplit(url).scheme.lower() in _GATEWAY_SCHEMES:
+            fields["client"] = ClientConfig(url=url, auth_token=env.get("EVENT_BUS_TOKEN") or None)
         fields["service_name"] = env.get("SERVICE_NAME") or _program_name()
         if env.get("LOG_LEVEL"):
             fields["log_level"] = env["LOG_LEVEL"]

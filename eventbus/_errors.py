@@ -14,6 +14,8 @@
     │   └── BusClosedError                     used after disconnect()
     ├── TransportError                         the transport failed; wraps its cause
     │   ├── TransportConnectionError           cannot reach the server
+    │   │   └── GatewayAuthError               the gateway refused the token (``code``)
+    │   ├── GatewayRefusedError                the gateway refused a request (``code``)
     │   ├── PublishTimeoutError                no answer within the publish deadline
     │   ├── PublishBufferFullError             the batch/outage buffer is full
     │   └── GroupMissingError                  a group's stream or consumer group is gone
@@ -40,6 +42,8 @@ __all__ = [
     "EventBusError",
     "EventTooLargeError",
     "FilterError",
+    "GatewayAuthError",
+    "GatewayRefusedError",
     "GroupMissingError",
     "HandlerError",
     "HandlerTimeoutError",
@@ -157,6 +161,31 @@ class GroupMissingError(TransportError):
         super().__init__(message)
         self.stream = stream
         self.group = group
+
+
+class GatewayRefusedError(TransportError):
+    """The gateway (``http(s)://`` transport) refused a request; nothing was done.
+
+    Attributes:
+        code: the gateway's reason: ``forbidden`` (outside the token's scopes),
+            ``malformed``, ``too_large``, ``unauthorized``, ``internal``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GatewayAuthError(TransportConnectionError):
+    """The gateway refused the connection.
+
+    Attributes:
+        code: ``unauthorized``, ``token_expired`` or ``rate_limited``.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DecodeError(EventBusError):

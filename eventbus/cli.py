@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_group_commands(commands)
     _add_worker_command(commands)
+    from eventbus._cli_gateway import add_gateway_commands  # imports the gateway lazily
+
+    add_gateway_commands(commands)
     demo = _command(
         commands,
         "demo",

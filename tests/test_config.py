@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from typing import Any
 
@@ -228,13 +229,32 @@ def test_valid_redis_edge_values_are_accepted() -> None:
     assert RedisConfig(health_check_interval=0).health_check_interval == 0
 
 
-@pytest.mark.parametrize(
-    "url", ["http://gw:3003", "https://gw", "redis+sentinel://h:26379/m", "redis+cluster://h:7000"]
-)
+@pytest.mark.parametrize("url", ["redis+sentinel://h:26379/m", "redis+cluster://h:7000"])
 def test_planned_transports_are_refused_on_construction(url: str) -> None:
     """A transport that is planned but not built yet is a ConfigurationError saying so."""
     with pytest.raises(ConfigurationError, match="not supported yet"):
         EventBusConfig(service_name="svc", url=url)
+
+
+@pytest.mark.parametrize("url", ["http://gw:3003", "https://gw"])
+def test_gateway_urls_need_a_token(url: str) -> None:
+    """http(s):// selects the gateway transport; without a token it is refused before
+    any I/O, with one the token lands in ``client`` (and stays out of reprs)."""
+    with pytest.raises(ConfigurationError, match="token"):
+        EventBusConfig(service_name="svc", url=url)
+    config = EventBusConfig.from_url(url, service_name="svc", token="s3cret-tok")
+    assert config.url == url
+    assert config.redis is None
+    assert config.client == ClientConfig(url=url, auth_token="s3cret-tok")
+    assert config.transport_url == url
+    assert "s3cret-tok" not in repr(config)
+    assert pickle.loads(pickle.dumps(config)) == config
+    with pytest.raises(ConfigurationError, match="token"):
+        EventBusConfig.from_url("redis://h", service_name="svc", token="t")
+    env = EventBusConfig.from_env(
+        {"EVENTBUS_URL": url, "EVENT_BUS_TOKEN": "t", "SERVICE_NAME": "svc"}
+    )
+    assert env.client == ClientConfig(url=url, auth_token="t")
 
 
 def test_a_redis_url_is_parsed_into_redis_and_wins_over_a_given_one() -> None:
@@ -438,15 +458,24 @@ def test_from_env_eventbus_url_wins_over_redis_variables() -> None:
 
 
 def test_from_env_gateway_client() -> None:
-    """EVENT_BUS_URL and EVENT_BUS_TOKEN configure the gateway client."""
+    """EVENT_BUS_URL and EVENT_BUS_TOKEN configure the gateway client; alone, the gateway
+    is the transport (the Node library's meaning), which then needs the token."""
     config = EventBusConfig.from_env(
         {"EVENT_BUS_URL": "http://gw:3003", "EVENT_BUS_TOKEN": "tok", "SERVICE_NAME": "svc"}
     )
     assert config.client == ClientConfig(url="http://gw:3003", auth_token="tok")
-    without_token = EventBusConfig.from_env(
-        {"EVENT_BUS_URL": "https://gw", "EVENT_BUS_TOKEN": "", "SERVICE_NAME": "svc"}
+    assert (config.url, config.redis) == ("http://gw:3003", None)  # alone: the transport
+    # Beside Redis settings it only configures the client (the Redis bus is the transport).
+    beside = EventBusConfig.from_env(
+        {"EVENT_BUS_URL": "https://gw", "REDIS_HOST": "r", "SERVICE_NAME": "svc"}
     )
-    assert without_token.client == ClientConfig(url="https://gw")
+    assert beside.client == ClientConfig(url="https://gw")
+    assert beside.redis is not None
+    assert beside.redis.host == "r"
+    with pytest.raises(ConfigurationError, match="token"):
+        EventBusConfig.from_env(
+            {"EVENT_BUS_URL": "https://gw", "EVENT_BUS_TOKEN": "", "SERVICE_NAME": "svc"}
+        )
 
 
 def test_from_env_service_name_and_log_level() -> None:

@@ -42,6 +42,7 @@ _FIELD_VALUES: dict[str, Any] = {
     "attempts": 4,
     "stream": "eventbus:group:{thumbnails}",
     "group": "thumbnails",
+    "code": "forbidden",
 }
 
 
@@ -158,6 +159,8 @@ def test_the_errors_with_fields_are_the_documented_ones() -> None:
         "PublishBufferFullError": ["capacity"],
         "FilterError": ["subscription_id", "event_id"],
         "GroupMissingError": ["stream", "group"],
+        "GatewayRefusedError": ["code"],
+        "GatewayAuthError": ["code"],
         "DecodeError": ["kind", "channel", "payload"],
         "HandlerError": ["subscription_id", "event_id", "event_type", "attempts"],
         "HandlerTimeoutError": ["subscription_id", "event_id", "event_type", "attempts"],

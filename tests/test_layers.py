@@ -4,7 +4,7 @@ Layers, each importing only from its own or lower ones::
 
     types and errors   _errors, _models
     pure logic         _patterns, _names, _filters, _envelope, _config, _layout, _loss,
-                       _stats, _retry
+                       _stats, _retry, _scripts
     I/O                _transports/*
     dispatch and bus   _dispatch, _batch, _health, _hooks, _presence, _receiver,
                        _groups, _group_manager, _subscription, _bus
@@ -45,6 +45,7 @@ PURE = {
     "eventbus._loss",
     "eventbus._stats",
     "eventbus._retry",
+    "eventbus._scripts",
 }
 CORE = TYPES | PURE
 DISPATCH = {
@@ -65,6 +66,7 @@ TOP = {
     "eventbus.__main__",
     "eventbus._demo",
     "eventbus._worker",
+    "eventbus._cli_gateway",
 }
 # Each integration may import its framework (and what that framework is built on).
 CONTRIB_FRAMEWORKS = {
@@ -185,7 +187,10 @@ def test_every_private_module_has_a_layer() -> None:
         name
         for name in MODULES
         if name not in known
-        and not _within(name, {"eventbus._transports", "eventbus.testing", "eventbus.contrib"})
+        and not _within(
+            name,
+            {"eventbus._transports", "eventbus.testing", "eventbus.contrib", "eventbus.gateway"},
+        )
         and name.rpartition(".")[2].startswith("_")
     ]
     assert unplaced == [], "place these modules in a layer in tests/test_layers.py"
@@ -274,18 +279,25 @@ def test_only_the_redis_transport_imports_redis_at_module_level() -> None:
         for imp in _imports(path)
         if imp.top_level and _within(imp.module, {"redis"})
     }
+    importers = {name for name in importers if not _within(name, {"eventbus.gateway"})}
     assert importers == {"eventbus._transports.redis", "eventbus._transports.redis_streams"}
 
 
-def test_no_module_imports_socketio_at_module_level() -> None:
-    """socketio (an optional server side, a later transport) is imported lazily if at all."""
+def test_only_the_gateway_and_its_transport_import_socketio_at_module_level() -> None:
+    """socketio is imported at module level only by the gateway server package and the
+    http(s):// transport, each imported lazily itself (see the `import eventbus` test)."""
     importers = sorted(
         name
         for name, path in MODULES.items()
         for imp in _imports(path)
         if imp.top_level and _within(imp.module, {"socketio", "engineio"})
     )
-    assert importers == []
+    assert "eventbus._transports.gateway" in importers
+    assert [
+        name
+        for name in importers
+        if not _within(name, {"eventbus.gateway", "eventbus._transports.gateway"})
+    ] == []
 
 
 def test_bus_layer_never_imports_the_layer_above() -> None:
@@ -399,3 +411,24 @@ def test_importing_eventbus_or_its_testing_kit_loads_no_framework() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+GATEWAY_THIRD_PARTY = {"attrs", "socketio", "engineio", "uvicorn", "jwt", "redis", "websockets"}
+
+
+def test_the_gateway_server_builds_on_the_core_only() -> None:
+    """gateway.* import the public package, their own package, the pure core, the stdlib
+    and the server's libraries: never the bus, its dispatch, presence or transports."""
+    modules = _package_modules("eventbus.gateway")
+    assert {"eventbus.gateway._app", "eventbus.gateway.services"} <= set(modules)
+    problems = []
+    for module in modules:
+        for imp in _imports(MODULES[module]):
+            top = imp.module.split(".")[0]
+            if top == "eventbus":
+                allowed = {"eventbus.gateway", *CORE}
+                if imp.module != "eventbus" and not _within(imp.module, allowed):
+                    problems.append(f"{module}:{imp.line} imports {imp.module}")
+            elif top not in sys.stdlib_module_names and top not in GATEWAY_THIRD_PARTY:
+                problems.append(f"{module}:{imp.line} imports third-party {imp.module}")
+    assert problems == []

@@ -576,12 +576,15 @@ def test_create_transport_picks_memory() -> None:
     assert isinstance(transport, Transport)
 
 
-@pytest.mark.parametrize(
-    "url", ["redis+sentinel://h1:26379/m/0", "redis+cluster://h1:7000", "https://gw:3003"]
-)
+@pytest.mark.parametrize("url", ["redis+sentinel://h1:26379/m/0", "redis+cluster://h1:7000"])
 def test_create_transport_names_planned_schemes_not_supported_yet(url: str) -> None:
     with pytest.raises(ConfigurationError, match="not supported yet"):
         create_transport(url, redis=None, client_name="c", control_channel="ctl")
+
+
+def test_create_transport_needs_a_token_for_the_gateway() -> None:
+    with pytest.raises(ConfigurationError, match="service token"):
+        create_transport("https://gw:3003", redis=None, client_name="c", control_channel="ctl")
 
 
 def test_create_transport_rejects_unknown_schemes_naming_the_supported() -> None:

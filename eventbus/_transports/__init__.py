@@ -12,30 +12,37 @@ from urllib.parse import urlsplit
 from eventbus._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from eventbus._config import RedisConfig
+    from eventbus._config import ClientConfig, RedisConfig
     from eventbus._transports.base import Transport
 
 __all__ = ["create_transport"]
 
-_SUPPORTED = "memory://, redis://, rediss://, unix://"
-_PLANNED = ("redis+sentinel", "redis+cluster", "http", "https")
+_SUPPORTED = "memory://, redis://, rediss://, unix://, http://, https://"
+_PLANNED = ("redis+sentinel", "redis+cluster")
 
 
 def create_transport(
-    url: str | None, *, redis: RedisConfig | None, client_name: str, control_channel: str
+    url: str | None,
+    *,
+    redis: RedisConfig | None,
+    client_name: str,
+    control_channel: str,
+    client: ClientConfig | None = None,
 ) -> Transport:
     """Build the transport a URL names.
 
     ``memory://...`` gives the in-process broker; ``redis://``, ``rediss://`` and
     ``unix://`` the Redis transport, configured by ``redis`` when given (it was parsed
     from the same URL, perhaps with overrides) and else by parsing ``url``. With no
-    ``url``, ``redis`` is required.
+    ``url``, ``redis`` is required. ``http://`` and ``https://`` give the gateway
+    transport, configured by ``client``, which must carry a token.
 
     Args:
         url: the transport URL, or None to use ``redis``.
         redis: Redis settings, if already parsed.
         client_name: the bus's client id (Redis ``CLIENT SETNAME``).
         control_channel: the bus's private channel (listener wake-ups).
+        client: the gateway settings (URL, token) for an ``http(s)://`` URL.
 
     Raises:
         ConfigurationError: the scheme is unknown or not supported yet, or the URL
@@ -65,6 +72,18 @@ def create_transport(
 
             redis = redis_config_from_url(url)
         return _redis_transport(redis, client_name, control_channel)
+    if scheme in ("http", "https"):
+        from eventbus._transports.gateway import GatewayTransport
+
+        if client is None or client.auth_token is None:
+            raise ConfigurationError(
+                f"the {scheme}:// gateway transport needs a service token (ClientConfig)"
+            )
+        if client.url != url:
+            import attrs
+
+            client = attrs.evolve(client, url=str(url))
+        return GatewayTransport(client, client_name=client_name, control_channel=control_channel)
     if scheme in _PLANNED:
         raise ConfigurationError(
             f"the {scheme}:// transport is not supported yet (supported: {_SUPPORTED})"

@@ -60,6 +60,7 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
+from eventbus._scripts import MEMBERS_LUA, RECORDS_LUA, SET_LUA
 from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
 from eventbus._transports.redis_streams import RedisGroupStore
 
@@ -80,38 +81,6 @@ _PROBE: Final = b"eventbus-listener-probe"
 #: Distinct deadlines that get their own command pool; see ``_pool_for``.
 _MAX_POOLS: Final = 8
 _SUBSCRIBE_KINDS: Final = ("subscribe", "psubscribe")
-
-# KEYS zset, hash; ARGV member, info, ttl ms, key ttl ms. The expiry comes from the server's
-# clock, and a key's TTL is only ever extended (a short member never cuts a long one's).
-_SET_LUA = """
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZADD', KEYS[1], string.format('%d', now + ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-for i = 1, 2 do
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
-end
-"""
-# Drops members whose expiry is before the server's now, from the zset and the hash.
-_PRUNE_LUA = """
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now))
-for i = 1, #dead, 500 do
-  local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
-  redis.call('ZREM', KEYS[1], unpack(chunk)); redis.call('HDEL', KEYS[2], unpack(chunk))
-end
-"""
-_MEMBERS_LUA = _PRUNE_LUA + "return redis.call('ZRANGE', KEYS[1], 0, -1)"
-_RECORDS_LUA = (
-    _PRUNE_LUA
-    + """
-local live, out = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), {}
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]; out[#out + 1] = live[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[2], live[i])
-end
-return out
-"""
-)
 
 
 class _LinkLost(Exception):
@@ -232,9 +201,9 @@ class RedisTransport(RedisGroupStore):
         self._link_up = False  # written by the listener; callers skip wake-ups when down
         # Each call passes client=<its deadline's client>; EVALSHA, loaded on NOSCRIPT.
         registrar = self._client_for(config.socket_timeout)
-        self._set_script = registrar.register_script(_SET_LUA)
-        self._members_script = registrar.register_script(_MEMBERS_LUA)
-        self._records_script = registrar.register_script(_RECORDS_LUA)
+        self._set_script = registrar.register_script(SET_LUA)
+        self._members_script = registrar.register_script(MEMBERS_LUA)
+        self._records_script = registrar.register_script(RECORDS_LUA)
         self._init_group_store()
 
     def __repr__(self) -> str:
