@@ -9,17 +9,33 @@ What it measures, against one ``eventbus gateway`` process on a fresh Redis:
 * **deliveries/s and publish -> socket latency** for (a) rooms of 10 sockets and (b)
   one room of every socket. A Python ``EventBus`` on the same Redis calls
   ``publish_to_room`` with ``CLOCK_MONOTONIC`` in the event's data (that clock is one
-  for every process of the machine); each socket's handler takes the clock when the
-  python-socketio client hands it the event. Each scenario runs twice: **paced** at an
-  offered rate (the issue's 3,000 deliveries/s: 300 publishes/s to rooms of 10, 3/s to
-  the room of 1,000), and as a **burst** (publish as fast as one thread can, then wait
-  for the last delivery: what the gateway can push when it is the bottleneck).
+  for every process of the machine); each socket takes the clock right after it has
+  parsed that event's Socket.IO EVENT frame (see below). Each scenario runs twice:
+  **paced** at an offered rate (the issue's 3,000 deliveries/s: 300 publishes/s to
+  rooms of 10, 3/s to the room of 1,000), and as a **burst** (publish as fast as one
+  thread can, then wait for the last delivery: what the gateway can push when it is
+  the bottleneck).
 
-The clients are python-socketio ``AsyncClient``s (WebSocket transport, one shared
-aiohttp session per process) in separate processes (``python -m
-benchmarks.bench_gateway --client``, driven over stdin/stdout), so that they do not
-share the gateway's GIL, but they do share this machine's cores with it, with Redis and
-with the publisher: on a 2-core machine the clients' CPU is part of what is measured.
+The clients run in separate processes (``python -m benchmarks.bench_gateway
+--client``, driven over stdin/stdout), so that they do not share the gateway's GIL, but
+they do share this machine's cores with it, with Redis and with the publisher: on a
+2-core machine the clients' CPU is part of what is measured. To keep that share small
+without skipping any per-socket work, each socket is a lean client written on the
+``websockets`` library (asyncio) rather than python-socketio's ``AsyncClient``; it
+speaks the whole protocol for itself, on its own WebSocket connection:
+
+1. opens ``ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`` and reads the
+   Engine.IO OPEN packet (``0{"sid", "pingInterval", ...}``);
+2. sends the Socket.IO CONNECT with its own token (``40{"token": ...}``) and waits for
+   the server's CONNECT (``40{"sid": ...}``; a ``44`` refusal fails the run);
+3. joins each of its rooms with an acknowledged EVENT (``42<id>["join", {"room": R}]``)
+   and checks the ACK (``43<id>[{"ok": true}]``);
+4. then one reader task per socket answers each Engine.IO PING (``2``) with a PONG
+   (``3``), and decodes each Socket.IO EVENT frame (``42["bench.gateway", envelope]``)
+   with ``json.loads``; the latency sample is ``clock()`` taken right after that parse
+   minus the publish time in the envelope's data, for every socket that received it.
+   A Socket.IO DISCONNECT, an Engine.IO CLOSE or a lost connection counts as a dropped
+   socket; at the end each socket sends DISCONNECT (``41``) and closes.
 
 Run it alone (it starts its own ``redis-server``)::
 
@@ -318,10 +334,10 @@ async def _client_main() -> None:
     stdin, one JSON object per line: first ``{"url", "tokens", "rooms", "concurrency"}``,
     then commands ``{"cmd": "count" | "collect", "phase": P}`` or ``{"cmd": "quit"}``.
     stdout: one JSON object per line in answer.
-    """
-    import aiohttp
-    import socketio
 
+    Each socket is a :class:`_LeanSocket` (Socket.IO v5 over Engine.IO v4 on a
+    ``websockets`` connection; see the module docstring).
+    """
     loop = asyncio.get_running_loop()
 
     async def read() -> dict[str, Any]:
@@ -336,37 +352,20 @@ async def _client_main() -> None:
         sys.stdout.flush()
 
     config = await read()
-    samples: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
-    dropped = 0
-
-    def on_event(envelope: dict[str, Any]) -> None:
-        arrived = clock()
-        data = envelope["data"]
-        samples.setdefault(data["p"], []).append(arrived - data["t"])
-        last[data["p"]] = arrived
-
-    def on_disconnect(*_args: Any) -> None:
-        nonlocal dropped
-        dropped += 1
-
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    clients: list[Any] = []
+    sink = _Sink()
+    clients: list[_LeanSocket] = []
     gate = asyncio.Semaphore(config["concurrency"])
+    ws_url = _ws_url(config["url"])
 
     async def open_one(token: str, rooms: list[str]) -> None:
-        sio = socketio.AsyncClient(reconnection=False, handle_sigint=False, http_session=session)
-        sio.on(EVENT_TYPE, on_event)
         async with gate:
-            await sio.connect(
-                config["url"], auth={"token": token}, transports=["websocket"], wait_timeout=30
-            )
+            sock = _LeanSocket(sink)
+            await sock.connect(ws_url, token)
             for room in rooms:
-                ack = await sio.call("join", {"room": room}, timeout=30)
+                ack = await sock.call("join", {"room": room})
                 if not (isinstance(ack, dict) and ack.get("ok") is True):
                     raise RuntimeError(f"join {room!r} refused: {ack!r}")
-        sio.on("disconnect", on_disconnect)
-        clients.append(sio)
+        clients.append(sock)
 
     started = clock()
     try:
@@ -382,25 +381,136 @@ async def _client_main() -> None:
         if command["cmd"] == "count":
             write(
                 {
-                    "count": len(samples.get(command["phase"], ())),
-                    "dropped": dropped,
+                    "count": len(sink.samples.get(command["phase"], ())),
+                    "dropped": sink.dropped,
                     "cpu": time.process_time(),
                 }
             )
         elif command["cmd"] == "collect":
-            got = samples.pop(command["phase"], [])
+            got = sink.samples.pop(command["phase"], [])
             write(
                 {
                     "samples": [round(s * 1e3, 4) for s in got],
-                    "last": last.pop(command["phase"], None),
-                    "dropped": dropped,
+                    "last": sink.last.pop(command["phase"], None),
+                    "dropped": sink.dropped,
                 }
             )
         elif command["cmd"] == "quit":
             break
+    sink.quitting = True
     await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
-    await session.close()
     write({"bye": True})
+
+
+def _ws_url(url: str) -> str:
+    """The Engine.IO v4 WebSocket endpoint of a gateway's ``http://`` URL."""
+    base = re.sub(r"^http", "ws", url.rstrip("/"))
+    return f"{base}/socket.io/?EIO=4&transport=websocket"
+
+
+@dataclass
+class _Sink:
+    """What a client process's sockets received: latencies by phase, drops."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    dropped: int = 0
+    quitting: bool = False
+
+
+class _LeanSocket:
+    """One Socket.IO client socket spoken by hand over ``websockets`` (asyncio).
+
+    Protocol, per socket (Engine.IO v4, Socket.IO v5, default namespace): open the
+    WebSocket at ``/socket.io/?EIO=4&transport=websocket``; read the Engine.IO OPEN
+    packet (``0{"sid", "pingInterval", ...}``); send the Socket.IO CONNECT with the
+    token (``40{"token": ...}``) and wait for ``40{"sid"}`` (``44`` = refused: an
+    error); ``join`` each room as an EVENT with an ack id (``42<id>["join", {...}]``)
+    and wait for its ACK (``43<id>[{"ok": true}]``). Then one reader task per socket
+    answers every Engine.IO PING (``2``) with a PONG (``3``) and parses every EVENT
+    (``42[...]``) with ``json.loads``; the latency sample is taken right after that
+    parse, for that socket. A Socket.IO DISCONNECT, an Engine.IO CLOSE or a lost
+    connection counts as a dropped socket.
+    """
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self._ws: Any = None
+        self._acks: dict[int, asyncio.Future[Any]] = {}
+        self._next_ack = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._connected: asyncio.Future[str] | None = None
+
+    async def connect(self, url: str, token: str) -> None:
+        """Open the WebSocket, complete both handshakes; raise if refused."""
+        from websockets.asyncio.client import connect
+
+        self._ws = await connect(
+            url, compression=None, ping_interval=None, open_timeout=30, max_size=None
+        )
+        opened = await asyncio.wait_for(self._ws.recv(), 30)
+        if not isinstance(opened, str) or not opened.startswith("0"):
+            raise RuntimeError(f"expected an Engine.IO OPEN packet, got {opened!r}")
+        json.loads(opened[1:])  # the handshake: sid, pingInterval, pingTimeout, maxPayload
+        self._connected = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read())
+        await self._ws.send("40" + json.dumps({"token": token}))
+        await asyncio.wait_for(self._connected, 30)
+
+    async def call(self, event: str, data: Any) -> Any:
+        """Emit ``event`` with an ack id and return the ack's first argument."""
+        self._next_ack += 1
+        ack_id = self._next_ack
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._acks[ack_id] = future
+        await self._ws.send(f"42{ack_id}" + json.dumps([event, data]))
+        return await asyncio.wait_for(future, 30)
+
+    async def disconnect(self) -> None:
+        """Send the Socket.IO DISCONNECT and close the WebSocket."""
+        with contextlib.suppress(Exception):
+            await self._ws.send("41")
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+
+    async def _read(self) -> None:
+        ws, sink = self._ws, self._sink
+        try:
+            async for frame in ws:
+                if frame[:2] == "42":  # a Socket.IO EVENT: parse it, then take the time
+                    packet = json.loads(frame[2:])
+                    arrived = clock()
+                    if packet[0] == EVENT_TYPE:
+                        data = packet[1]["data"]
+                        sink.samples.setdefault(data["p"], []).append(arrived - data["t"])
+                        sink.last[data["p"]] = arrived
+                elif frame == "2":  # Engine.IO PING
+                    await ws.send("3")
+                elif frame[:2] == "43":  # Socket.IO ACK: 43<id>[args]
+                    bracket = frame.index("[")
+                    future = self._acks.pop(int(frame[2:bracket]), None)
+                    args = json.loads(frame[bracket:])
+                    if future is not None and not future.done():
+                        future.set_result(args[0] if args else None)
+                elif frame[:2] == "40":  # CONNECT accepted
+                    if self._connected is not None and not self._connected.done():
+                        self._connected.set_result(json.loads(frame[2:])["sid"])
+                elif frame[:2] == "44":  # CONNECT refused
+                    error = RuntimeError(f"connect refused: {frame[2:]}")
+                    if self._connected is not None and not self._connected.done():
+                        self._connected.set_exception(error)
+                    break
+                elif frame[:2] == "41" or frame[:1] == "1":  # DISCONNECT / CLOSE
+                    break
+        except Exception:  # the connection was lost: counted below
+            pass
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(RuntimeError("closed before CONNECT"))
+        if not sink.quitting:
+            sink.dropped += 1
 
 
 class _ClientProcess:
@@ -762,13 +872,20 @@ def render_markdown_section(result: GatewayResult) -> str:
     s = result.settings
     return f"""{SECTION_TITLE}
 
-One `eventbus gateway` process (uvicorn, python-socketio `AsyncServer`) on the same
-fresh `redis-server`, holding {result.connections:,} WebSocket connections, each
-authenticated with its own token (HS256, `rooms: ["bench:*"]`) and joined to two rooms:
-one of {s.room_size} sockets and one of all of them. The clients are python-socketio
-`AsyncClient`s (WebSocket transport) in {result.client_processes} separate processes;
-they share this machine's cores with the gateway, Redis and the publisher, so their CPU
-is part of what is measured. Regenerate this section alone with
+One `eventbus gateway` process (uvicorn with its `wsproto` WebSocket implementation,
+python-socketio `AsyncServer`) on the same fresh `redis-server`, holding
+{result.connections:,} WebSocket connections, each authenticated with its own token (HS256, `rooms: ["bench:*"]`) and joined to two rooms:
+one of {s.room_size} sockets and one of all of them. The clients run in
+{result.client_processes} separate processes; they share this machine's cores with the
+gateway, Redis and the publisher, so their CPU is part of what is measured. Each socket
+is a lean client on the `websockets` library (asyncio) that speaks the whole protocol
+itself, on its own connection: the Engine.IO v4 handshake over WebSocket (`0{{...}}`
+OPEN), the Socket.IO CONNECT with its own token (`40{{"token": ...}}`, answered `40`),
+`join` of each room as an EVENT with an ack id, its ACK checked (`{{"ok": true}}`), a
+PONG (`3`) for every Engine.IO PING (`2`), and every EVENT frame parsed with
+`json.loads`. (python-socketio's `AsyncClient` did the same work at about twice the
+CPU per delivery, which on 2 cores became most of the measured latency.) Regenerate
+this section alone with
 `python -m benchmarks.bench_gateway --write` (`--quick` for shorter phases).
 
 **Memory**: the gateway's `VmRSS` once warmed up (one socket connected, joined and
@@ -779,7 +896,7 @@ the number of sockets.
 
 **Delivery**: a Python `EventBus` on the same Redis calls `publish_to_room` with
 `CLOCK_MONOTONIC` in the event's data (one clock for every process of the machine);
-each socket's handler reads the clock when python-socketio hands it the event, so a
+each socket reads the clock right after it has parsed that event's frame, so a
 latency includes the client process's own queueing. *Paced* runs offer
 {s.rate:,.0f} deliveries/s for {s.seconds:g} s (rooms chosen round-robin), after
 {s.warmup:g} s of warm-up; *burst* runs publish as fast as one thread can and show

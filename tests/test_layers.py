@@ -413,7 +413,16 @@ def test_importing_eventbus_or_its_testing_kit_loads_no_framework() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-GATEWAY_THIRD_PARTY = {"attrs", "socketio", "engineio", "uvicorn", "jwt", "redis", "websockets"}
+GATEWAY_THIRD_PARTY = {
+    "attrs",
+    "socketio",
+    "engineio",
+    "uvicorn",
+    "jwt",
+    "redis",
+    "websockets",
+    "wsproto",
+}
 
 
 def test_the_gateway_server_builds_on_the_core_only() -> None:

@@ -22,6 +22,20 @@ log = logging.getLogger("eventbus.gateway")
 READY_LINE = "eventbus gateway listening on http://{host}:{port} (node {node})"
 
 
+def _ws_implementation() -> str:
+    """uvicorn's WebSocket implementation: ``wsproto`` when importable, else ``websockets-sansio``.
+
+    wsproto comes with python-engineio (through simple-websocket); the gateway's load
+    benchmark (benchmarks/bench_gateway.py) measured it cheaper per frame sent than
+    ``websockets-sansio`` for fan-outs to many sockets.
+    """
+    try:
+        import wsproto  # noqa: F401
+    except ImportError:
+        return "websockets-sansio"
+    return "wsproto"
+
+
 def serve(
     config: GatewayConfig,
     *,
@@ -48,7 +62,7 @@ def serve(
             port=config.port,
             log_level=log_level,
             lifespan="on",
-            ws="websockets-sansio",
+            ws=_ws_implementation(),
             timeout_graceful_shutdown=max(1, round(config.shutdown_timeout)),
             # The gateway's own ping/pong (Engine.IO) detects dead peers.
             ws_ping_interval=None,
