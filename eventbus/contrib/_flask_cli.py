@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,6 +28,9 @@ from eventbus import (
 if TYPE_CHECKING:
     pass
 
+# The same event lines and SIGTERM handling as `eventbus listen`.
+from eventbus.cli import _event_as_json, _format_event, _StopListening
+from eventbus.cli import _sigterm_stops_listening as _stop_on_sigterm
 from eventbus.contrib.flask import _state_of
 
 __all__ = ["cli_group"]
@@ -37,54 +38,6 @@ __all__ = ["cli_group"]
 log = logging.getLogger("eventbus.contrib.flask")
 
 _CLI_DISCONNECT_TIMEOUT = 2.0
-_MAX_DATA_CHARS = 400
-
-
-class _StopListening(Exception):
-    """Raised by the SIGTERM handler of the long-running commands to leave their loop."""
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_StopListening` (main thread only; restored on exit)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        raise _StopListening
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _format_event(event: Event) -> str:
-    when = event.time.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    where = f"  room={event.room}" if event.room else "  broadcast" if event.broadcast else ""
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    if len(data) > _MAX_DATA_CHARS:
-        data = data[: _MAX_DATA_CHARS - 3] + "..."
-    return f"{when}  {event.type:<26}  {event.source}{where}  {data}"
-
-
-def _event_as_json(event: Event) -> str:
-    return json.dumps(
-        {
-            "id": event.id,
-            "type": event.type,
-            "source": event.source,
-            "time": event.time.isoformat(),
-            "room": event.room,
-            "user": event.user,
-            "broadcast": event.broadcast,
-            "headers": dict(event.headers),
-            "data": event.data,
-        },
-        ensure_ascii=False,
-    )
 
 
 def cli_group() -> Any:
@@ -114,6 +67,16 @@ def cli_group() -> Any:
                 "shares it (set EVENTBUS_URL)",
                 err=True,
             )
+
+    def log_to_stderr() -> None:
+        """INFO lines of the ``eventbus`` logger on stderr, unless logging routes them."""
+        logger = logging.getLogger("eventbus")
+        if not logger.hasHandlers():
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
     group = AppGroup("eventbus", help="Publish and watch the app's events (eventbus).")
 
@@ -207,7 +170,11 @@ def cli_group() -> Any:
             bus.disconnect(0)
             raise click.UsageError(str(exc)) from None
         note_if_in_process(state.config)
-        show = _event_as_json if as_json else _format_event
+        show = (
+            (lambda event: json.dumps(_event_as_json(event), ensure_ascii=False))
+            if as_json
+            else _format_event
+        )
         seen = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         with connected(bus), _stop_on_sigterm():
@@ -240,16 +207,28 @@ def cli_group() -> Any:
             )
 
     @group.command("worker")
-    def worker() -> None:
+    @click.option(
+        "--stop-timeout",
+        type=float,
+        default=None,
+        help="Seconds the handlers get to finish on SIGTERM (default: the bus's shutdown_timeout).",
+    )
+    def worker(stop_timeout: float | None) -> None:
         """Run the extension's handlers until Ctrl-C or SIGTERM, then drain and stop.
 
         The handlers run on a bus of this command's own (even when EVENTBUS_HANDLERS
-        is off for the web processes), inside the app context.
+        is off for the web processes), inside the app context, under the same runner
+        as ``eventbus worker``: a line per handled event, a warm shutdown on the
+        first signal, a forced one on the second, exit 1 if handlers were abandoned.
         """
+        from eventbus._worker import EXIT_OK, run_worker  # only this command needs it
+
         state = _state_of(None)
         bus = state.new_bus(handlers=True)
         note_if_in_process(state.config)
-        with connected(bus), _stop_on_sigterm():
+        log_to_stderr()
+
+        def ready() -> None:
             subs = bus.subscriptions()
             click.echo(
                 f"worker {bus.client_id}: {len(subs)} handler(s) on "
@@ -259,9 +238,19 @@ def cli_group() -> Any:
             for sub in subs:
                 name = getattr(sub.handler, "__qualname__", repr(sub.handler))
                 click.echo(f"  {sub.pattern!r} -> {name}", err=True)
-            with contextlib.suppress(KeyboardInterrupt, _StopListening):
-                while True:
-                    time.sleep(1.0)
-            click.echo("worker stopping: draining handlers", err=True)
+
+        try:
+            code = run_worker(
+                bus, name=f"flask:{bus.service_name}", stop_timeout=stop_timeout, on_ready=ready
+            )
+        except TransportError as exc:
+            cause = exc.__cause__ or exc
+            raise CannotConnect(f"cannot connect to {bus.config.transport_url}: {cause}") from exc
+        if code != EXIT_OK:
+            # A handler still running would hold the interpreter at exit (Python joins
+            # the pool's threads): leave now, as the stop timeout promised.
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(code)
 
     return group
