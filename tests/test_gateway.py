@@ -415,6 +415,26 @@ def test_token_expiry_disconnects_the_socket_with_an_error_event(
     wait_for(lambda: bus.get_room_members("user:dave") == [])
 
 
+def test_a_room_named_like_a_sid_gets_nothing_sent_to_that_socket(
+    gateway: GatewayProcess, bus: EventBus, browsers: Callable[[], Browser]
+) -> None:
+    """python-socketio puts each socket in a room named by its sid, where the gateway's
+    private emits go. A token allowed every room joins a room named like another
+    socket's sid: it must not get that socket's token_expired error."""
+    victim = browsers()
+    victim.connect(gateway.url, gateway.token("vic", ttl=2))
+    sid = victim.client.get_sid()
+    assert sid
+    snoop = connected(browsers, gateway, "snoop", rooms=["*"])
+    assert snoop.call("join", {"room": sid}) == {"ok": True}
+    assert victim.disconnected.wait(10)
+    assert victim.server_errors[0]["code"] == "token_expired"
+    bus.publish_to_user("snoop", "marker.after", {})  # sent after the victim's error
+    wait_for(lambda: snoop.of_type("marker.after"))
+    assert snoop.server_errors == []
+    assert [event for event, _ in snoop.events if event == "error"] == []
+
+
 def test_room_members_list_the_socket_user_once_and_drop_it_on_disconnect(
     gateway: GatewayProcess, bus: EventBus, browsers: Callable[[], Browser]
 ) -> None:

@@ -58,6 +58,13 @@ NAMESPACE = "/"
 Hook = Callable[[], Awaitable[None]]
 
 
+def _sio_room(room: str) -> str:
+    """The python-socketio room of eventbus room ``room``. Prefixed, so that no room a
+    token may join can be named like a socket's sid (python-socketio puts each socket
+    in a room named by its sid, where the gateway's private emits go)."""
+    return f"room:{room}"
+
+
 @attrs.define(kw_only=True, eq=False)
 class SocketState:
     """One browser socket on this node."""
@@ -252,7 +259,7 @@ class Gateway:
 
     def _has_room(self, room: str) -> bool:
         rooms = self.sio.manager.rooms.get(NAMESPACE)
-        return bool(rooms and rooms.get(room))
+        return bool(rooms and rooms.get(_sio_room(room)))
 
     async def _emit(self, event: str, envelope: dict[str, Any], room: str | None) -> None:
         """Send one event to this node's sockets in ``room`` (every socket if None).
@@ -268,13 +275,14 @@ class Gateway:
         encoded = self.sio.packet_class(
             socketio.packet.EVENT, namespace=NAMESPACE, data=[event, envelope]
         ).encode()
+        target = None if room is None else _sio_room(room)
         if isinstance(encoded, list):  # binary attachments: never for a JSON envelope
-            await self.sio.emit(event, envelope, to=room, namespace=NAMESPACE)
+            await self.sio.emit(event, envelope, to=target, namespace=NAMESPACE)
             return
         frame = engineio.packet.Packet(engineio.packet.MESSAGE, encoded)
         frame.encode()  # cache the encoding once for every recipient's writer
         send = self.sio.eio.send_packet
-        for _sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, room):
+        for _sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, target):
             await send(eio_sid, frame)
 
     # -- Socket.IO handlers ------------------------------------------------------------------
@@ -335,7 +343,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         state.expiry = loop.call_later(remaining, self._expire_soon, sid)
         self.sockets[sid] = state
-        await self.sio.enter_room(sid, claims.user_room, namespace=NAMESPACE)
+        await self.sio.enter_room(sid, _sio_room(claims.user_room), namespace=NAMESPACE)
         await self._enter(state, claims.user_room)
         self.counters.add("connections")
         return True
@@ -429,7 +437,7 @@ class Gateway:
         if sid not in self.sockets:  # disconnected while the policy ran
             return _ack("not_connected")
         state.rooms.add(room)
-        await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+        await self.sio.enter_room(sid, _sio_room(room), namespace=NAMESPACE)
         await self._enter(state, room)
         self.counters.add("joins")
         return _ack()
@@ -450,7 +458,7 @@ class Gateway:
                 return self.refuse_message("forbidden")
             if room in state.rooms:
                 state.rooms.discard(room)
-                await self.sio.leave_room(sid, room, namespace=NAMESPACE)
+                await self.sio.leave_room(sid, _sio_room(room), namespace=NAMESPACE)
                 await self._exit(state, room)
                 self.counters.add("leaves")
             return _ack()
