@@ -58,11 +58,15 @@ NAMESPACE = "/"
 Hook = Callable[[], Awaitable[None]]
 
 
+#: Prefix of the python-socketio rooms that hold eventbus rooms (see :func:`_sio_room`).
+SIO_ROOM_PREFIX = "room:"
+
+
 def _sio_room(room: str) -> str:
     """The python-socketio room of eventbus room ``room``. Prefixed, so that no room a
     token may join can be named like a socket's sid (python-socketio puts each socket
     in a room named by its sid, where the gateway's private emits go)."""
-    return f"room:{room}"
+    return SIO_ROOM_PREFIX + room
 
 
 @attrs.define(kw_only=True, eq=False)

@@ -39,6 +39,7 @@ import attrs
 
 from eventbus._layout import Keyspace
 from eventbus._patterns import escape_glob
+from eventbus.gateway._app import SIO_ROOM_PREFIX
 from eventbus.gateway._auth import AuthError
 
 __all__ = ["Dashboard", "DashboardLimits", "install"]
@@ -420,7 +421,10 @@ class Dashboard:
                         (namespace, sid), {"sid": sid, "namespace": namespace, "rooms": []}
                     )
                     if room is not None and room != sid:
-                        entry["rooms"].append(str(room))
+                        name = str(room)
+                        if namespace == "/" and name.startswith(SIO_ROOM_PREFIX):
+                            name = name[len(SIO_ROOM_PREFIX) :]  # the eventbus room
+                        entry["rooms"].append(name)
         out = []
         for (namespace, sid), entry in sorted(sockets.items()):
             entry["rooms"].sort()
