@@ -20,7 +20,10 @@ import redis
 from celery import Celery
 
 from eventbus import EventBus
-from eventbus.contrib.celery import EventBusCelery, setup
+from eventbus.contrib.celery import EventBusCelery
+from eventbus.contrib.celery import (
+    setup as setup_celery,
+)  # `setup` at module level is a pytest < 8.1 xunit hook
 
 from _helpers import Recorder, wait_for
 
@@ -242,4 +245,4 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(TypeError):
         EventBusCelery(bus).init_app(object())
     with pytest.raises(ValueError, match="shutdown_timeout"):
-        setup(Celery("x"), bus, shutdown_timeout=-1)
+        setup_celery(Celery("x"), bus, shutdown_timeout=-1)

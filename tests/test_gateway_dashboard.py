@@ -42,8 +42,16 @@ class _Server:
     """uvicorn serving ``app`` in a thread on a free port, stopped by :meth:`stop`."""
 
     def __init__(self, app: Any) -> None:
+        # wsproto, as `eventbus gateway` serves (uvicorn's default, the legacy websockets
+        # server, fails with uvicorn < 0.31 and websockets >= 13).
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            ws="wsproto",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

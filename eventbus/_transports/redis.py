@@ -15,7 +15,7 @@ Three kinds of connection, all named with ``CLIENT SETNAME``:
   requests through a queue and wait until the server confirmed them.
 
 redis-py never retries nor reconnects by itself here (``Retry(NoBackoff(), 0,
-supported_errors=())`` on every pool): the transport raises typed errors and the
+supported_errors=())`` on every pool, see :mod:`eventbus._transports.redis_compat`): the transport raises typed errors and the
 caller decides. The listener reconnects by
 itself, with exponential backoff and jitter, renews every channel and pattern, and
 reports the outage to the sink (``DISCONNECTED`` then ``RECONNECTED``). Every
@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import redis
-from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.connection import (
     Connection,
@@ -49,8 +48,6 @@ from redis.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.maint_notifications import MaintNotificationsConfig
-from redis.retry import Retry
 
 from eventbus._config import RedisConfig
 from eventbus._errors import (
@@ -62,6 +59,7 @@ from eventbus._errors import (
 )
 from eventbus._scripts import MEMBERS_LUA, RECORDS_LUA, SET_LUA
 from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
+from eventbus._transports.redis_compat import connection_handshake, lend, no_retry
 from eventbus._transports.redis_streams import RedisGroupStore
 
 __all__ = ["RedisTransport"]
@@ -219,12 +217,11 @@ class RedisTransport(RedisGroupStore):
             "username": cfg.username,
             "password": cfg.password,
             "client_name": self._client_name,
-            # CLIENT SETINFO costs two round trips per connect (and fails before 7.2).
-            "driver_info": None,
-            # redis-py 8 defaults to RESP3: one more HELLO round trip per connect and
-            # maintenance-notification handshakes. RESP2 pub/sub replies are plain arrays.
-            "protocol": 2,
-            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+            # RESP2, no CLIENT SETINFO, no maintenance notifications, in each redis-py
+            # release's spelling: redis-py 8 defaults to RESP3 (one more HELLO round trip
+            # per connect and maintenance-notification handshakes; RESP2 pub/sub replies
+            # are plain arrays) and CLIENT SETINFO costs two round trips per connect.
+            **connection_handshake(),
             "decode_responses": False,
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": min(cfg.socket_connect_timeout, socket_timeout),
@@ -233,7 +230,7 @@ class RedisTransport(RedisGroupStore):
             # errors either, so redis-py does not reconnect (and resubscribe) inside its
             # failure callback: errors reach us at once and the listener renews the link.
             # The connection still closes itself on a failed read or write.
-            "retry": Retry(NoBackoff(), 0, supported_errors=()),
+            "retry": no_retry(),
             "retry_on_error": [],
             "retry_on_timeout": False,
             # The pool discards connections the server closed before lending them;
@@ -304,7 +301,7 @@ class RedisTransport(RedisGroupStore):
         if pool is None:
             pool = self._pool_for(timeout)
         try:
-            conn: Any = pool.get_connection()  # redis-py's Connection is untyped
+            conn: Any = lend(pool)  # redis-py's Connection is untyped
             try:
                 conn.send_command("PUBLISH", channel, payload)
                 receivers: int = conn.read_response()
@@ -330,7 +327,7 @@ class RedisTransport(RedisGroupStore):
         counts: list[int] = []
         refused: redis.ResponseError | None = None
         try:
-            conn: Any = pool.get_connection()
+            conn: Any = lend(pool)
             try:
                 conn.send_packed_command([_pack_publishes(messages)])  # one sendall
                 for _ in messages:
@@ -550,7 +547,7 @@ class RedisTransport(RedisGroupStore):
         if pool is None:
             return
         try:
-            conn: Any = pool.get_connection()
+            conn: Any = lend(pool)
             try:
                 conn.send_command("PUBLISH", self._control, data)
                 conn.read_response()

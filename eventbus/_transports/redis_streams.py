@@ -54,6 +54,7 @@ from eventbus._errors import (
     ValidationError,
 )
 from eventbus._transports.base import DeadLetter, GroupInfo, StreamEntry, StreamTarget
+from eventbus._transports.redis_compat import lend
 
 if TYPE_CHECKING:
     import threading
@@ -401,7 +402,7 @@ class RedisGroupStore:
             pool = self._pool_for(timeout)
         replies: list[Any] = []
         try:
-            conn: Any = pool.get_connection()  # redis-py's Connection is untyped
+            conn: Any = lend(pool)  # redis-py's Connection is untyped
             try:
                 conn.send_packed_command(conn.pack_commands(commands))
                 for _ in commands:
@@ -519,7 +520,7 @@ class RedisGroupStore:
         command += ["STREAMS", stream, ">"]
         what = f"read group {group!r} of {stream!r}"
         try:
-            conn: Any = pool.get_connection()
+            conn: Any = lend(pool)
             try:
                 conn.send_command(*command)
                 reply = conn.read_response()

@@ -145,7 +145,7 @@ class Relay:
                 log.exception("relay failed; restarting it in %.1fs", delay)
             finally:
                 try:
-                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    await asyncio.shield(pubsub.aclose())
                 except Exception:  # the link is already broken: nothing to close cleanly
                     log.debug("closing the relay's pubsub failed", exc_info=True)
             await asyncio.sleep(delay)

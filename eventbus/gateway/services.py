@@ -59,14 +59,12 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 import socketio
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.maint_notifications import MaintNotificationsConfig
-from redis.retry import Retry
 
 from eventbus._layout import Keyspace
 from eventbus._patterns import compile_glob, escape_glob
 from eventbus._scripts import MEMBERS_LUA, RECORDS_LUA, SET_LUA
+from eventbus._transports.redis_compat import async_client_handshake, async_no_retry
 
 __all__ = ["NAMESPACE", "ServiceNamespace", "install", "snapshot"]
 
@@ -673,10 +671,8 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "socket_connect_timeout": r.socket_connect_timeout,
             "socket_keepalive": r.socket_keepalive,
             "client_name": f"{self.gateway.node_id}:services".replace(" ", "_"),
-            "retry": Retry(NoBackoff(), 0),
-            "protocol": 2,
-            "driver_info": None,
-            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+            "retry": async_no_retry(),
+            **async_client_handshake(),
             "single_connection_client": True,
         }
         if r.unix_socket_path:
