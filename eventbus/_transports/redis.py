@@ -15,8 +15,8 @@ Three kinds of connection, all named with ``CLIENT SETNAME``:
   requests through a queue and wait until the server confirmed them.
 
 redis-py never retries nor reconnects by itself here (``Retry(NoBackoff(), 0,
-supported_errors=())`` on every pool, see :mod:`eventbus._transports.redis_compat`): the transport raises typed errors and the
-caller decides. The listener reconnects by
+supported_errors=())`` on every pool, from :mod:`eventbus._transports.redis_compat`):
+the transport raises typed errors and the caller decides. The listener reconnects by
 itself, with exponential backoff and jitter, renews every channel and pattern, and
 reports the outage to the sink (``DISCONNECTED`` then ``RECONNECTED``). Every
 ``health_check_interval`` seconds its watchdog PINGs through its own subscribed

@@ -1,9 +1,9 @@
 """What differs between the redis-py releases that eventbus supports (5.0.1 to 8.x).
 
 The Redis transport's pools and the gateway's ``/service`` listener ask for the same
-bare handshake:
-RESP2, no ``CLIENT SETINFO`` (two round trips per connect, and an error before Redis
-7.2) and no maintenance notifications. redis-py spells that differently by release:
+bare handshake: RESP2, no ``CLIENT SETINFO`` (two round trips per connect, and an
+error before Redis 7.2) and no maintenance notifications, and for no retries at all.
+redis-py spells these differently by release:
 
 - ``driver_info=None`` from 7.2; ``lib_name=None, lib_version=None`` before it (7.2+
   still takes them, with a ``DeprecationWarning``);
@@ -13,7 +13,8 @@ RESP2, no ``CLIENT SETINFO`` (two round trips per connect, and an error before R
 - ``ConnectionPool.get_connection()`` takes no command name from 5.3 (and warns when
   given one from 6.0); before 5.3 the name is required (and unused);
 - ``maint_notifications_config`` from 7.0 on the synchronous side, later on the
-  asyncio side (8.2 has it, 8.0 not); before that the feature does not exist and there is nothing to turn off.
+  asyncio side (8.2 has it, 8.0 not); before that the feature does not exist and
+  there is nothing to turn off.
 
 The spelling is read from the installed release's signatures (not its version
 number), once per process.
