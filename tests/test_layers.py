@@ -272,7 +272,7 @@ def test_transports_never_import_the_bus_or_dispatch() -> None:
 
 
 def test_only_the_redis_transport_imports_redis_at_module_level() -> None:
-    """No module but the Redis transport's imports redis when it is imported itself."""
+    """Only the Redis transport's modules import redis when they are imported."""
     importers = {
         name
         for name, path in MODULES.items()
@@ -433,7 +433,7 @@ def test_the_gateway_server_builds_on_the_core_only() -> None:
     """gateway.* import the public package, their own package, the pure core, the stdlib
     and the server's libraries: never the bus, its dispatch, presence or transports,
     but for redis_compat, a leaf that imports only redis (how each redis-py release
-    spells a setting, shared by every Redis client eventbus builds)."""
+    spells a setting, shared with the transport by the /service listener)."""
     modules = _package_modules("eventbus.gateway")
     compat = "eventbus._transports.redis_compat"
     assert [
