@@ -39,7 +39,7 @@ import redis
 
 from benchmarks._common import BENCH_DATA, DrainSubscriber, envelope_like, median
 from eventbus import EventBus, PerformanceConfig
-from eventbus._layout import Keyspace
+from eventbus._core.keyspace import Keyspace
 
 __all__ = ["BatchResult", "LoopSample", "run_batch"]
 

@@ -35,9 +35,9 @@ import redis
 from benchmarks._common import BENCH_DATA, envelope_like, percentile
 from benchmarks.bench_publish import MicroResult, time_call
 from eventbus import Event, EventBus
-from eventbus._envelope import decode, encode, format_time, new_event_id, seal
-from eventbus._loss import LossTracker
-from eventbus._stats import Counters, LatencyWindow
+from eventbus._core.envelope import decode, encode, format_time, new_event_id, seal
+from eventbus._core.loss import LossTracker
+from eventbus._core.stats import Counters, LatencyWindow
 
 __all__ = ["LatencyResult", "LatencyStats", "run_delivery_micro", "run_latency"]
 

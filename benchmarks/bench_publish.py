@@ -24,11 +24,11 @@ import redis
 
 from benchmarks._common import BENCH_DATA, DrainSubscriber, envelope_like, median
 from eventbus import EventBus
-from eventbus._envelope import encode, new_event_id, seal, timestamp
-from eventbus._layout import Keyspace
+from eventbus._core.envelope import encode, new_event_id, seal, timestamp
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.names import validate_event_type
+from eventbus._core.stats import Counters
 from eventbus._models import PublishResult
-from eventbus._names import validate_event_type
-from eventbus._stats import Counters
 
 __all__ = ["MicroResult", "ThroughputResult", "run_micro", "run_publish"]
 

@@ -6,8 +6,7 @@ through the Socket.IO gateway. Start with :class:`EventBus`.
 
 from __future__ import annotations
 
-from eventbus._bus import EventBus
-from eventbus._config import (
+from eventbus._core.config import (
     ClientConfig,
     EventBusConfig,
     OverflowPolicy,
@@ -37,7 +36,6 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
-from eventbus._groups import GroupOptions
 from eventbus._models import (
     CheckResult,
     ClientInfo,
@@ -50,7 +48,9 @@ from eventbus._models import (
     PublishResult,
     SubscriptionStats,
 )
-from eventbus._subscription import Subscription
+from eventbus._runtime.bus import EventBus
+from eventbus._runtime.groups import GroupOptions
+from eventbus._runtime.subscription import Subscription
 from eventbus._transports.base import DeadLetter, GroupInfo
 
 __version__ = "0.1.0.dev0"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from eventbus import Event, EventBus, GroupOptions, PerformanceConfig
-from eventbus._cli_groups import _age, _envelope, _field
 from eventbus.cli import main
+from eventbus.cli._groups import _age, _envelope, _field
 
 from _helpers import Recorder, wait_for
 

@@ -28,7 +28,7 @@ from eventbus import (
     PerformanceConfig,
     SerializationError,
 )
-from eventbus._envelope import encode, new_event_id, seal
+from eventbus._core.envelope import encode, new_event_id, seal
 
 from _helpers import Recorder, wait_for
 

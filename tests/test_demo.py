@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from eventbus import Event, EventBusConfig
-from eventbus._demo import _Demo, demo_config, expected_deliveries, run_demo
 from eventbus.cli import main
+from eventbus.cli._demo import _Demo, demo_config, expected_deliveries, run_demo
 
 #: What the run must print, in causal order, for each upload (README examples 1-3):
 #: the steps of one upload follow each other; the two uploads interleave freely.
@@ -145,7 +145,7 @@ def test_demo_exits_1_and_names_what_is_missing(
         del self, event
 
     monkeypatch.setattr(_Demo, "on_notification", deaf)
-    monkeypatch.setattr("eventbus._demo.DEADLINE", 0.5)
+    monkeypatch.setattr("eventbus.cli._demo.DEADLINE", 0.5)
     assert main(["demo", "--speed", "0"]) == 1
     out = capsys.readouterr().out
     assert "browser               notification.new            0/2  MISSING" in out

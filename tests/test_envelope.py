@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventbus import DecodeError, Event, SerializationError
-from eventbus._envelope import (
+from eventbus._core.envelope import (
     SEAL_SIZE,
     decode,
     encode,

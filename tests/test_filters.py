@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eventbus._core.filters import compile_filter
 from eventbus._errors import InvalidFilterError, ValidationError
-from eventbus._filters import compile_filter
 from eventbus._models import Event
 
 UTC = dt.UTC

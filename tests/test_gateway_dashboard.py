@@ -25,8 +25,8 @@ import socketio
 import uvicorn
 
 from eventbus import EventBus
-from eventbus._layout import Keyspace
-from eventbus._stats import Counters
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.stats import Counters
 from eventbus.gateway._app import Gateway, build_app
 from eventbus.gateway._auth import mint_token
 from eventbus.gateway._config import GatewayConfig

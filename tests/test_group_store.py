@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from eventbus import GroupMissingError
-from eventbus._config import redis_config_from_url
+from eventbus._core.config import redis_config_from_url
 from eventbus._transports.base import LinkEvent, StreamTarget
-from eventbus._transports.memory import MemoryTransport
+from eventbus._transports.memory.transport import MemoryTransport
 
 from _servers import redis_version
 
@@ -36,7 +36,7 @@ def store(transport_url: str) -> Iterator[Any]:
     if transport_url.startswith("memory://"):
         transport: Any = MemoryTransport.from_url(transport_url)
     else:
-        from eventbus._transports.redis import RedisTransport
+        from eventbus._transports.redis.transport import RedisTransport
 
         if not hasattr(RedisTransport, "group_read"):
             pytest.skip("the Redis GroupStore is not built yet")

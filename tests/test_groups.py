@@ -27,7 +27,7 @@ _names = itertools.count(1)
 def make_bus(transport_url: str) -> Iterator[BusFactory]:
     """Connected buses on the test's broker; all disconnected at teardown."""
     if transport_url.startswith("redis"):
-        from eventbus._transports.redis import RedisTransport
+        from eventbus._transports.redis.transport import RedisTransport
 
         if not hasattr(RedisTransport, "group_read"):
             pytest.skip("the Redis GroupStore is not built yet")

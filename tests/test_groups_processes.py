@@ -41,7 +41,7 @@ import pytest
 import redis
 
 from eventbus import EventBus, PerformanceConfig, TransportError
-from eventbus._layout import Keyspace
+from eventbus._core.keyspace import Keyspace
 
 from _helpers import wait_for
 from _servers import RedisServer, redis_version

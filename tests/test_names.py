@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus._errors import InvalidNameError, ValidationError
-from eventbus._names import (
+from eventbus._core.names import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_ROOM_LENGTH,
     MAX_USER_ID_LENGTH,
@@ -16,6 +15,7 @@ from eventbus._names import (
     validate_room,
     validate_user_id,
 )
+from eventbus._errors import InvalidNameError, ValidationError
 
 _SEGMENT_CHARS = "abcXYZ019_-"
 

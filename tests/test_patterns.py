@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbus._errors import InvalidPatternError, ValidationError
-from eventbus._patterns import (
+from eventbus._core.patterns import (
     MAX_PATTERN_LENGTH,
     Pattern,
     compile_glob,
@@ -24,6 +23,7 @@ from eventbus._patterns import (
     escape_glob,
     validate_pattern,
 )
+from eventbus._errors import InvalidPatternError, ValidationError
 
 
 def _redis_stringmatchlen(pattern: str, text: str) -> bool:

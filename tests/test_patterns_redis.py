@@ -16,8 +16,8 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from eventbus._names import validate_event_type
-from eventbus._patterns import compile_pattern, escape_glob, validate_pattern
+from eventbus._core.names import validate_event_type
+from eventbus._core.patterns import compile_pattern, escape_glob, validate_pattern
 
 from _servers import RedisServer
 

@@ -20,7 +20,8 @@ import attrs
 import pytest
 import redis
 
-from eventbus._config import redis_config_from_url
+from eventbus._core.config import redis_config_from_url
+from eventbus._core.keyspace import Keyspace
 from eventbus._errors import (
     BusStateError,
     GroupMissingError,
@@ -28,9 +29,8 @@ from eventbus._errors import (
     TransportConnectionError,
     TransportError,
 )
-from eventbus._layout import Keyspace
 from eventbus._transports.base import GroupStore, LinkEvent, StreamEntry, StreamTarget
-from eventbus._transports.redis import RedisTransport
+from eventbus._transports.redis.transport import RedisTransport
 
 from _helpers import wait_for
 from _servers import RedisServer, redis_version

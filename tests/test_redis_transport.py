@@ -19,7 +19,7 @@ import attrs
 import pytest
 import redis
 
-from eventbus._config import RedisConfig, redis_config_from_url
+from eventbus._core.config import RedisConfig, redis_config_from_url
 from eventbus._errors import (
     BusStateError,
     ConfigurationError,
@@ -29,7 +29,7 @@ from eventbus._errors import (
 )
 from eventbus._transports import create_transport
 from eventbus._transports.base import LinkEvent, LinkState, Transport
-from eventbus._transports.redis import RedisTransport
+from eventbus._transports.redis.transport import RedisTransport
 
 from _servers import RedisServer
 

@@ -1,4 +1,4 @@
-"""The shared worker runner (:mod:`eventbus._worker`) and ``eventbus worker MODULE[:BUS]``.
+"""The shared worker runner (:mod:`eventbus.cli._worker`) and ``eventbus worker MODULE[:BUS]``.
 
 In-process tests run :class:`Worker` on ``memory://`` buses; the command's tests run
 ``python -m eventbus worker tests._worker_app`` as a real process against the test
@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from eventbus import Event, EventBus, PerformanceConfig
-from eventbus._worker import EXIT_OK, EXIT_UNFINISHED, Worker, run_worker
 from eventbus.cli import main
+from eventbus.cli._worker import EXIT_OK, EXIT_UNFINISHED, Worker, run_worker
 
 from _helpers import Recorder, wait_for
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from eventbus._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from eventbus._config import ClientConfig, RedisConfig
+    from eventbus._core.config import ClientConfig, RedisConfig
     from eventbus._transports.base import Transport
 
 __all__ = ["create_transport"]
@@ -63,12 +63,12 @@ def create_transport(
         return _redis_transport(redis, client_name, control_channel)
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     if scheme == "memory":
-        from eventbus._transports.memory import MemoryTransport
+        from eventbus._transports.memory.transport import MemoryTransport
 
         return MemoryTransport.from_url(url)
     if scheme in ("redis", "rediss", "unix"):
         if redis is None:
-            from eventbus._config import redis_config_from_url
+            from eventbus._core.config import redis_config_from_url
 
             redis = redis_config_from_url(url)
         return _redis_transport(redis, client_name, control_channel)
@@ -93,6 +93,6 @@ def create_transport(
 
 
 def _redis_transport(config: RedisConfig, client_name: str, control_channel: str) -> Transport:
-    from eventbus._transports.redis import RedisTransport
+    from eventbus._transports.redis.transport import RedisTransport
 
     return RedisTransport(config, client_name=client_name, control_channel=control_channel)

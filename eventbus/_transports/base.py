@@ -6,7 +6,7 @@ The bus never names a concrete transport: it builds one from a URL
 presence and client records; everything about events (encoding, matching,
 filtering, dispatch) stays in the bus.
 
-Channels and keys are full names built by :class:`eventbus._layout.Keyspace`,
+Channels and keys are full names built by :class:`eventbus._core.keyspace.Keyspace`,
 prefix included. The transport delivers every message it receives, from its own
 listener thread, to the :class:`MessageSink` given to :meth:`Transport.start`.
 """
@@ -256,7 +256,7 @@ class GroupStore(Protocol):
 
     A group ``G`` has a stream (one entry per routed event), a consumer group of the
     same name on it, and a dead-letter stream. Keys come from
-    :class:`eventbus._layout.Keyspace`. Errors are :class:`~eventbus.TransportError`
+    :class:`eventbus._core.keyspace.Keyspace`. Errors are :class:`~eventbus.TransportError`
     subclasses, as for :class:`Transport`.
     """
 

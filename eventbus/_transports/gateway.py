@@ -35,7 +35,8 @@ import engineio
 import socketio
 import websocket
 
-from eventbus._config import ClientConfig
+from eventbus._core.config import ClientConfig
+from eventbus._core.patterns import escape_glob
 from eventbus._errors import (
     BusStateError,
     GatewayAuthError,
@@ -45,7 +46,6 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
-from eventbus._patterns import escape_glob
 from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
 
 __all__ = ["GatewayTransport"]

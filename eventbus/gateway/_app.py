@@ -39,8 +39,8 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from eventbus._layout import Keyspace
-from eventbus._stats import Counters
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.stats import Counters
 from eventbus.gateway._auth import AuthError, Claims, TokenVerifier
 from eventbus.gateway._config import GatewayConfig
 from eventbus.gateway._limits import ConnectRateLimiter, payload_size
@@ -109,7 +109,7 @@ class Gateway:
         config: the :class:`GatewayConfig`.
         sio: the ``socketio.AsyncServer`` (WebSocket only).
         redis: a ``redis.asyncio.Redis`` for commands (not for subscriptions).
-        keys: the :class:`~eventbus._layout.Keyspace` of the configured prefix.
+        keys: the :class:`~eventbus._core.keyspace.Keyspace` of the configured prefix.
         verifier: the :class:`TokenVerifier`.
         counters: named counters (``connections``, ``refused.<code>``, ``malformed``,
             ``relayed``...), see :meth:`stats`.

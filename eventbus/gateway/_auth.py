@@ -26,9 +26,9 @@ from typing import Any
 import attrs
 import jwt
 
+from eventbus._core.names import validate_user_id
+from eventbus._core.patterns import Pattern, compile_glob
 from eventbus._errors import ConfigurationError, EventBusError
-from eventbus._names import validate_user_id
-from eventbus._patterns import Pattern, compile_glob
 from eventbus.gateway._config import DEFAULT_AUDIENCE, MIN_KEY_BYTES
 
 __all__ = ["AuthError", "Claims", "TokenVerifier", "mint_token"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from eventbus._config import RedisConfig, redis_config_from_url
+from eventbus._core.config import RedisConfig, redis_config_from_url
 from eventbus._errors import ConfigurationError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Sockets' room membership in the Redis presence keys that ``get_room_members`` reads.
 
-The layout is the bus's (DESIGN §4, :class:`eventbus._layout.Keyspace`): per room a
+The layout is the bus's (DESIGN §4, :class:`eventbus._core.keyspace.Keyspace`): per room a
 sorted set ``member -> expiry ms`` (server clock) and a hash ``member -> info JSON``,
 pruned by readers. A socket's member is its user id, so one user is listed once
 however many sockets, tabs or gateway nodes hold it.
@@ -27,8 +27,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from eventbus._layout import Keyspace
-from eventbus._scripts import SET_LUA
+from eventbus._core.keyspace import Keyspace
+from eventbus._transports.redis.lua import SET_LUA
 
 __all__ = ["LocalRooms", "PresenceStore"]
 

@@ -23,9 +23,9 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from eventbus._layout import Keyspace
-from eventbus._patterns import escape_glob
-from eventbus._stats import Counters
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.patterns import escape_glob
+from eventbus._core.stats import Counters
 
 __all__ = ["RESERVED_EVENTS", "Relay"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from eventbus._names import validate_room
+from eventbus._core.names import validate_room
 from eventbus.gateway._auth import Claims
 from eventbus.gateway._config import AuthorizePolicy
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import attrs
 
-from eventbus._layout import Keyspace
-from eventbus._patterns import escape_glob
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.patterns import escape_glob
 from eventbus.gateway._app import SIO_ROOM_PREFIX
 from eventbus.gateway._auth import AuthError
 

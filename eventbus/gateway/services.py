@@ -61,10 +61,10 @@ import redis.asyncio as aioredis
 import socketio
 from redis.exceptions import RedisError
 
-from eventbus._layout import Keyspace
-from eventbus._patterns import compile_glob, escape_glob
-from eventbus._scripts import MEMBERS_LUA, RECORDS_LUA, SET_LUA
-from eventbus._transports.redis_compat import async_client_handshake, async_no_retry
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.patterns import compile_glob, escape_glob
+from eventbus._transports.redis.compat import async_client_handshake, async_no_retry
+from eventbus._transports.redis.lua import MEMBERS_LUA, RECORDS_LUA, SET_LUA
 
 __all__ = ["NAMESPACE", "ServiceNamespace", "install", "snapshot"]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 from eventbus import Event, ValidationError
-from eventbus._patterns import compile_pattern
+from eventbus._core.patterns import compile_pattern
 
 __all__ = ["Where", "compile_where", "describe_events", "describe_query", "select"]
 

@@ -35,9 +35,9 @@ from eventbus import (
     SubscriptionStats,
     ValidationError,
 )
-from eventbus._envelope import SEAL_SIZE, decode, encode, new_event_id, seal, timestamp
-from eventbus._layout import Keyspace
-from eventbus._patterns import Pattern
+from eventbus._core.envelope import SEAL_SIZE, decode, encode, new_event_id, seal, timestamp
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.patterns import Pattern
 
 __all__ = ["HOST", "Delivery", "DrainLimitError", "Group", "Record", "Recorder"]
 

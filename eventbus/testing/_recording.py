@@ -38,9 +38,9 @@ from eventbus import (
     SubscriptionStats,
     ValidationError,
 )
-from eventbus._filters import compile_filter
-from eventbus._names import user_room, validate_event_type, validate_group, validate_room
-from eventbus._patterns import compile_pattern, validate_pattern
+from eventbus._core.filters import compile_filter
+from eventbus._core.names import user_room, validate_event_type, validate_group, validate_room
+from eventbus._core.patterns import compile_pattern, validate_pattern
 from eventbus.testing._assertions import Where, describe_events, describe_query, select
 from eventbus.testing._engine import HOST, ErrorHook, GapHook, Record, Recorder
 

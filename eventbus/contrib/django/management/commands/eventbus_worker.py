@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventbus import EventBusError
-from eventbus._worker import run_worker
+from eventbus.cli._worker import run_worker
 from eventbus.contrib.django.project import project_settings, start_handlers
 
 __all__ = ["Command"]

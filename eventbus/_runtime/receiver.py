@@ -13,13 +13,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from eventbus._dispatch import Dispatcher, Route
-from eventbus._envelope import decode
+from eventbus._core.envelope import decode
+from eventbus._core.loss import LossTracker
+from eventbus._core.stats import Counters
 from eventbus._errors import DecodeError, FilterError
-from eventbus._hooks import Hooks
-from eventbus._loss import LossTracker
 from eventbus._models import Gap
-from eventbus._stats import Counters
+from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.hooks import Hooks
 from eventbus._transports.base import LinkEvent, LinkState
 
 __all__ = ["Receiver"]

@@ -485,7 +485,7 @@ class EventBusExtension:
         app.extensions[EXTENSION_KEY] = EventBusState(
             self, app, config, handlers=handlers, bus_class=bus_class
         )
-        from eventbus.contrib._flask_cli import cli_group
+        from eventbus.contrib.flask._cli import cli_group
 
         app.cli.add_command(cli_group())
 

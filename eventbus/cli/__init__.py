@@ -13,8 +13,8 @@ Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 cannot connect (``health``
 also exits 1 when degraded and 2 when unhealthy).
 
 Built only on the public API of :mod:`eventbus`, like any application would be. The
-durable-group commands (``groups``, ``dlq``) live in :mod:`eventbus._cli_groups`;
-``worker`` runs :func:`eventbus._worker.run_worker`.
+durable-group commands (``groups``, ``dlq``) live in :mod:`eventbus.cli._groups`;
+``worker`` runs :func:`eventbus.cli._worker.run_worker`.
 """
 
 from __future__ import annotations
@@ -244,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "that old. This command's own bus is left out.",
         json_help="print the raw list as JSON",
     )
-    from eventbus._cli_groups import add_group_commands  # built on this module's helpers
+    from eventbus.cli._groups import add_group_commands  # built on this module's helpers
 
     add_group_commands(commands)
     _add_worker_command(commands)
-    from eventbus._cli_gateway import add_gateway_commands  # imports the gateway lazily
+    from eventbus.cli._gateway import add_gateway_commands  # imports the gateway lazily
 
     add_gateway_commands(commands)
     demo = _command(
@@ -625,7 +625,7 @@ def _run_stats(args: argparse.Namespace, config: EventBusConfig) -> int:
 
 
 def _run_demo(args: argparse.Namespace, config: EventBusConfig) -> int:
-    from eventbus._demo import run_demo  # only this command needs it
+    from eventbus.cli._demo import run_demo  # only this command needs it
 
     try:
         ok = run_demo(config, speed=args.speed, out=sys.stdout)
@@ -760,8 +760,8 @@ def _worker_logging(level: str) -> Iterator[None]:
 
 
 def _run_worker(args: argparse.Namespace, config: EventBusConfig) -> int:
-    from eventbus._worker import EXIT_OK as WORKER_OK  # only this command needs it
-    from eventbus._worker import run_worker
+    from eventbus.cli._worker import EXIT_OK as WORKER_OK  # only this command needs it
+    from eventbus.cli._worker import run_worker
 
     if args.url is not None:
         raise _UsageError(

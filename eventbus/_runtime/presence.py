@@ -13,10 +13,10 @@ import os
 import threading
 from collections.abc import Callable
 
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.stats import Counters
 from eventbus._errors import EventBusError, TransportError
-from eventbus._layout import Keyspace
 from eventbus._models import ClientInfo
-from eventbus._stats import Counters
 from eventbus._transports.base import Transport
 
 __all__ = ["Presence"]

@@ -30,12 +30,12 @@ from typing import Any
 
 import attrs
 
-from eventbus._config import OverflowPolicy
+from eventbus._core.config import OverflowPolicy
+from eventbus._core.patterns import Pattern
+from eventbus._core.retry import RetryPolicy
+from eventbus._core.stats import Counters, LatencyWindow
 from eventbus._errors import EventBusError, HandlerError, HandlerTimeoutError
 from eventbus._models import Event, SubscriptionStats
-from eventbus._patterns import Pattern
-from eventbus._retry import RetryPolicy
-from eventbus._stats import Counters, LatencyWindow
 
 __all__ = ["Dispatcher", "Route"]
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventbus._models import Event, SubscriptionStats
 
 if TYPE_CHECKING:
-    from eventbus._bus import EventBus
-    from eventbus._dispatch import Route
+    from eventbus._runtime.dispatch import Route
 
-__all__ = ["Subscription"]
+__all__ = ["Subscription", "Unsubscriber"]
+
+
+class Unsubscriber(Protocol):
+    """What a :class:`Subscription` needs of the bus that made it."""
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop the subscription ``subscription_id``; False if it was not active."""
+        ...
 
 
 class Subscription:
@@ -35,7 +42,7 @@ class Subscription:
 
     __slots__ = ("_bus", "_route")
 
-    def __init__(self, bus: EventBus, route: Route) -> None:
+    def __init__(self, bus: Unsubscriber, route: Route) -> None:
         self._bus = bus
         self._route = route
 

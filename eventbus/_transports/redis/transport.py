@@ -15,7 +15,7 @@ Three kinds of connection, all named with ``CLIENT SETNAME``:
   requests through a queue and wait until the server confirmed them.
 
 redis-py never retries nor reconnects by itself here (``Retry(NoBackoff(), 0,
-supported_errors=())`` on every pool, from :mod:`eventbus._transports.redis_compat`):
+supported_errors=())`` on every pool, from :mod:`eventbus._transports.redis.compat`):
 the transport raises typed errors and the caller decides. The listener reconnects by
 itself, with exponential backoff and jitter, renews every channel and pattern, and
 reports the outage to the sink (``DISCONNECTED`` then ``RECONNECTED``). Every
@@ -49,7 +49,7 @@ from redis.connection import (
     UnixDomainSocketConnection,
 )
 
-from eventbus._config import RedisConfig
+from eventbus._core.config import RedisConfig
 from eventbus._errors import (
     BusStateError,
     PublishTimeoutError,
@@ -57,10 +57,10 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
-from eventbus._scripts import MEMBERS_LUA, RECORDS_LUA, SET_LUA
 from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
-from eventbus._transports.redis_compat import connection_handshake, lend, no_retry
-from eventbus._transports.redis_streams import RedisGroupStore
+from eventbus._transports.redis.compat import connection_handshake, lend, no_retry
+from eventbus._transports.redis.lua import MEMBERS_LUA, RECORDS_LUA, SET_LUA
+from eventbus._transports.redis.streams import RedisGroupStore
 
 __all__ = ["RedisTransport"]
 

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from eventbus._core.stats import Counters
 from eventbus._errors import EventBusError
 from eventbus._models import Event, Gap
-from eventbus._stats import Counters
 
 __all__ = ["ErrorHook", "GapHook", "Hooks"]
 

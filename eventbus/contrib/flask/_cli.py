@@ -221,7 +221,7 @@ def cli_group() -> Any:
         as ``eventbus worker``: a line per handled event, a warm shutdown on the
         first signal, a forced one on the second, exit 1 if handlers were abandoned.
         """
-        from eventbus._worker import EXIT_OK, run_worker  # only this command needs it
+        from eventbus.cli._worker import EXIT_OK, run_worker  # only this command needs it
 
         state = _state_of(None)
         bus = state.new_bus(handlers=True)

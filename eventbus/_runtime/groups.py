@@ -22,8 +22,10 @@ from typing import Any
 
 import attrs
 
-from eventbus._dispatch import Dispatcher, Route
-from eventbus._envelope import decode
+from eventbus._core.envelope import decode
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.patterns import Pattern, compile_pattern
+from eventbus._core.stats import Counters
 from eventbus._errors import (
     BusStateError,
     ConfigurationError,
@@ -33,11 +35,9 @@ from eventbus._errors import (
     GroupMissingError,
     TransportError,
 )
-from eventbus._hooks import Hooks
-from eventbus._layout import Keyspace
 from eventbus._models import Event, Gap, GroupStats
-from eventbus._patterns import Pattern, compile_pattern
-from eventbus._stats import Counters
+from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.hooks import Hooks
 from eventbus._transports.base import GroupStore, StreamEntry, StreamTarget
 
 __all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]

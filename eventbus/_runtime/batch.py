@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from eventbus._core.stats import Counters
 from eventbus._errors import PublishBufferFullError, TransportError
-from eventbus._stats import Counters
 from eventbus._transports.base import GroupStore, StreamTarget, Transport
 
 __all__ = ["LINK_WAIT", "Batcher"]

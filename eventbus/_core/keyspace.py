@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from eventbus._patterns import escape_glob
+from eventbus._core.patterns import escape_glob
 
 __all__ = ["Keyspace"]
 

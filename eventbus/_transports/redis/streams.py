@@ -1,6 +1,6 @@
 """Durable groups on Redis Streams (DESIGN §4, §6): :class:`RedisGroupStore`.
 
-:class:`~eventbus._transports.redis.RedisTransport` inherits this mixin, which implements
+:class:`~eventbus._transports.redis.transport.RedisTransport` inherits this mixin, which implements
 :class:`~eventbus._transports.base.GroupStore` with the transport's own connections:
 
 * every command runs on a connection of the caller's deadline (``_pool_for(timeout)``),
@@ -54,14 +54,14 @@ from eventbus._errors import (
     ValidationError,
 )
 from eventbus._transports.base import DeadLetter, GroupInfo, StreamEntry, StreamTarget
-from eventbus._transports.redis_compat import lend
+from eventbus._transports.redis.compat import lend
 
 if TYPE_CHECKING:
     import threading
 
     from redis.connection import ConnectionPool
 
-    from eventbus._config import RedisConfig
+    from eventbus._core.config import RedisConfig
 
 __all__ = ["RedisGroupStore"]
 
@@ -273,7 +273,7 @@ def _fail(
 ) -> TransportError:
     """The eventbus error for a redis-py error (the caller chains it with ``from``)."""
     # redis.py imports this module for RedisGroupStore: take its mapping at call time.
-    from eventbus._transports.redis import _error
+    from eventbus._transports.redis.transport import _error
 
     return _error(exc, what, timeout, publish=publish)
 
@@ -321,7 +321,7 @@ def _xadd(target: StreamTarget, payload: bytes) -> tuple[Any, ...]:
 
 class RedisGroupStore:
     """:class:`~eventbus._transports.base.GroupStore` over Redis Streams; a mixin of
-    :class:`~eventbus._transports.redis.RedisTransport`, using its connections.
+    :class:`~eventbus._transports.redis.transport.RedisTransport`, using its connections.
 
     Example::
 

@@ -15,10 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from eventbus._batch import Batcher
-from eventbus._config import EventBusConfig
-from eventbus._dispatch import Dispatcher, Route
-from eventbus._envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
+from eventbus._core.config import EventBusConfig
+from eventbus._core.envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
+from eventbus._core.filters import compile_filter
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.names import (
+    user_room,
+    validate_event_type,
+    validate_group,
+    validate_room,
+)
+from eventbus._core.patterns import compile_pattern, validate_pattern
+from eventbus._core.retry import RetryPolicy
+from eventbus._core.stats import Counters, LatencyWindow
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
@@ -27,12 +36,6 @@ from eventbus._errors import (
     TransportError,
     ValidationError,
 )
-from eventbus._filters import compile_filter
-from eventbus._group_manager import GroupManager
-from eventbus._groups import GroupOptions
-from eventbus._health import HEALTH_PING_TIMEOUT, check_health, worst
-from eventbus._hooks import ErrorHook, GapHook, Hooks
-from eventbus._layout import Keyspace
 from eventbus._models import (
     ClientInfo,
     Event,
@@ -40,18 +43,15 @@ from eventbus._models import (
     HealthCheckResult,
     PublishResult,
 )
-from eventbus._names import (
-    user_room,
-    validate_event_type,
-    validate_group,
-    validate_room,
-)
-from eventbus._patterns import compile_pattern, validate_pattern
-from eventbus._presence import Presence
-from eventbus._receiver import Receiver
-from eventbus._retry import RetryPolicy
-from eventbus._stats import Counters, LatencyWindow
-from eventbus._subscription import Subscription
+from eventbus._runtime.batch import Batcher
+from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.group_manager import GroupManager
+from eventbus._runtime.groups import GroupOptions
+from eventbus._runtime.health import HEALTH_PING_TIMEOUT, check_health, worst
+from eventbus._runtime.hooks import ErrorHook, GapHook, Hooks
+from eventbus._runtime.presence import Presence
+from eventbus._runtime.receiver import Receiver
+from eventbus._runtime.subscription import Subscription
 from eventbus._transports import create_transport
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, Transport
 

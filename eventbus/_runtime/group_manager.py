@@ -8,13 +8,13 @@ import threading
 from collections.abc import Sequence
 from typing import cast
 
-from eventbus._dispatch import Dispatcher, Route
+from eventbus._core.keyspace import Keyspace
+from eventbus._core.stats import Counters
 from eventbus._errors import BusStateError, ValidationError
-from eventbus._groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
-from eventbus._hooks import Hooks
-from eventbus._layout import Keyspace
 from eventbus._models import GroupStats
-from eventbus._stats import Counters
+from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
+from eventbus._runtime.hooks import Hooks
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, StreamTarget, Transport
 
 __all__ = ["GroupManager"]

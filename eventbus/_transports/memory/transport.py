@@ -3,7 +3,7 @@
 Buses in one process that use the same URL share one broker, as if they shared one
 Redis: ``memory://`` is the default broker, ``memory://name`` a separate one (tests
 use a fresh name each to stay apart). Delivery semantics mirror Redis pub/sub:
-patterns match with the same glob rules (one matcher, :mod:`eventbus._patterns`),
+patterns match with the same glob rules (one matcher, :mod:`eventbus._core.patterns`),
 a message matching two patterns of one bus arrives once per pattern, and each bus
 gets its messages on its own listener thread. Presence and the client registry
 expire the way the Redis keys do. Nothing crosses a process boundary.
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from eventbus._core.patterns import compile_glob
 from eventbus._errors import ConfigurationError, TransportConnectionError
-from eventbus._patterns import compile_glob
 from eventbus._transports.base import (
     ClientRecord,
     DeadLetter,
@@ -30,7 +30,7 @@ from eventbus._transports.base import (
     StreamEntry,
     StreamTarget,
 )
-from eventbus._transports.memory_streams import MemoryStreams
+from eventbus._transports.memory.streams import MemoryStreams
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 

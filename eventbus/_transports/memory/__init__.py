@@ -1,0 +1,1 @@
+"""The in-process transport (``memory://``): a broker shared by the buses of one process."""
