@@ -20,7 +20,13 @@ import sys
 from typing import Any
 
 from eventbus import EventBusConfig
-from eventbus.cli import EXIT_OK, _command, _positive_int, _seconds, _UsageError
+from eventbus.cli._common import (
+    EXIT_OK,
+    UsageError,
+    add_command,
+    positive_int,
+    seconds,
+)
 
 __all__ = ["add_gateway_commands"]
 
@@ -53,7 +59,7 @@ def _port(text: str) -> int:
 
 def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gateway`` and ``token`` to ``commands``."""
-    gateway = _command(
+    gateway = add_command(
         commands,
         "gateway",
         _run_gateway,
@@ -88,11 +94,11 @@ def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     gateway.add_argument("--keys", metavar="KID:SECRET,...", help=_KEYS_HELP)
     gateway.add_argument("--audience", help="the aud every token must carry (default: eventbus)")
     gateway.add_argument(
-        "--max-payload", type=_positive_int, metavar="BYTES", help="largest client message (64 KiB)"
+        "--max-payload", type=positive_int, metavar="BYTES", help="largest client message (64 KiB)"
     )
     gateway.add_argument(
         "--max-rooms",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="rooms per socket besides its own (100)",
     )
@@ -103,16 +109,16 @@ def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="new connections per second per client IP, 0 = no limit (20)",
     )
     gateway.add_argument(
-        "--connect-burst", type=_positive_int, metavar="N", help="burst above --connect-rate (40)"
+        "--connect-burst", type=positive_int, metavar="N", help="burst above --connect-rate (40)"
     )
     gateway.add_argument(
         "--presence-ttl",
-        type=_seconds,
+        type=seconds,
         metavar="S",
         help="membership lifetime without heartbeat (15)",
     )
     gateway.add_argument(
-        "--heartbeat-interval", type=_seconds, metavar="S", help="membership refresh period (5)"
+        "--heartbeat-interval", type=seconds, metavar="S", help="membership refresh period (5)"
     )
     gateway.add_argument(
         "--service-name",
@@ -124,7 +130,7 @@ def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--log-level", choices=_LOG_LEVELS, default="warning", help="uvicorn's log level"
     )
 
-    token = _command(
+    token = add_command(
         commands,
         "token",
         _run_token,
@@ -148,7 +154,7 @@ def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         default=[],
         help="a service's scopes: publish:GLOB subscribe:GLOB rooms:GLOB presence broadcast",
     )
-    token.add_argument("--ttl", type=_seconds, default=3600.0, help="lifetime, seconds (3600)")
+    token.add_argument("--ttl", type=seconds, default=3600.0, help="lifetime, seconds (3600)")
     token.add_argument("--kid", help="which key of the key list signs")
     token.add_argument("--key", metavar="KID:SECRET", help="sign with this key instead")
     token.add_argument("--audience", default="eventbus", help="aud (default: %(default)s)")
@@ -157,7 +163,7 @@ def add_gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 def _keys_text(args: argparse.Namespace) -> str:
     text = getattr(args, "keys", None) or os.environ.get("EVENTBUS_GATEWAY_KEYS", "")
     if not text:
-        raise _UsageError("no signing key: pass --keys KID:SECRET or set EVENTBUS_GATEWAY_KEYS")
+        raise UsageError("no signing key: pass --keys KID:SECRET or set EVENTBUS_GATEWAY_KEYS")
     return str(text)
 
 
@@ -167,7 +173,7 @@ def _run_gateway(args: argparse.Namespace, config: EventBusConfig) -> int:
     if args.gateway_url is not None:
         config = EventBusConfig.from_url(args.gateway_url, service_name=args.service_name)
     if config.redis is None:
-        raise _UsageError(
+        raise UsageError(
             f"the gateway needs Redis, not {config.transport_url}: pass --url redis://... "
             "or set EVENTBUS_URL"
         )
@@ -203,22 +209,22 @@ def _run_gateway(args: argparse.Namespace, config: EventBusConfig) -> int:
     return serve(gateway_config, log_level=args.log_level)
 
 
-def _run_token(args: argparse.Namespace, _config: EventBusConfig) -> int:
+def _run_token(args: argparse.Namespace, config_from_args: EventBusConfig) -> int:
     from eventbus.gateway import mint_token, parse_keys  # needs the extra
 
     if args.key is not None:
         keys = parse_keys(args.key)
         if len(keys) != 1:
-            raise _UsageError("--key takes one KID:SECRET")
+            raise UsageError("--key takes one KID:SECRET")
     else:
         keys = parse_keys(_keys_text(args))
     if not keys:
-        raise _UsageError("no signing key given")
+        raise UsageError("no signing key given")
     kid = args.kid if args.kid is not None else next(iter(keys))
     if kid not in keys:
-        raise _UsageError(f"--kid {kid!r} is not among the keys ({', '.join(keys)})")
+        raise UsageError(f"--kid {kid!r} is not among the keys ({', '.join(keys)})")
     if args.scopes and args.service is None:
-        raise _UsageError("--scopes is for service tokens (--service NAME)")
+        raise UsageError("--scopes is for service tokens (--service NAME)")
     token = mint_token(
         kid=kid,
         secret=keys[kid],

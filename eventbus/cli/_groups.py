@@ -20,19 +20,19 @@ from typing import Any
 import attrs
 
 from eventbus import EventBus, EventBusConfig
-from eventbus.cli import (
-    _EPILOG,
+from eventbus.cli._common import (
+    EPILOG,
     EXIT_FAILURE,
     EXIT_OK,
-    _check_before_connecting,
-    _command,
-    _connected,
-    _error,
-    _format_table,
-    _note_if_in_process,
-    _positive_int,
-    _UsageError,
-    _write,
+    UsageError,
+    add_command,
+    check_before_connecting,
+    connected,
+    format_table,
+    note_if_in_process,
+    positive_int,
+    print_error,
+    write_line,
 )
 
 __all__ = ["add_group_commands"]
@@ -51,7 +51,7 @@ def _stream_id(text: str) -> str:
 
 def add_group_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``groups`` and ``dlq`` (with ``list``, ``replay``, ``purge``) to ``commands``."""
-    _command(
+    add_command(
         commands,
         "groups",
         _run_groups,
@@ -69,11 +69,11 @@ def add_group_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "events whose handler failed max_deliveries times. GROUP must be registered "
         "(`eventbus groups` lists them; another name exits 1); an invalid name exits 2 "
         "before connecting.",
-        epilog=_EPILOG,
+        epilog=EPILOG,
     )
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    listing = _command(
+    listing = add_command(
         actions,
         "list",
         _run_dlq_list,
@@ -88,12 +88,12 @@ def add_group_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument(
         "--count",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="at most N dead letters (default: %(default)s)",
     )
 
-    replay = _command(
+    replay = add_command(
         actions,
         "replay",
         _run_dlq_replay,
@@ -106,7 +106,7 @@ def add_group_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     id_help = "a dead letter's id, as `dlq list` prints it (default: every dead letter)"
     replay.add_argument("ids", metavar="ID", nargs="*", type=_stream_id, help=id_help)
 
-    purge = _command(
+    purge = add_command(
         actions,
         "purge",
         _run_dlq_purge,
@@ -138,8 +138,8 @@ def _age(seconds: float | None) -> str:
 
 def _run_groups(args: argparse.Namespace, config: EventBusConfig) -> int:
     bus = EventBus(config)
-    _note_if_in_process(config)
-    with _connected(bus):
+    note_if_in_process(config)
+    with connected(bus):
         patterns = bus.get_group_patterns()
         groups = bus.get_groups()
     if args.json:
@@ -147,9 +147,9 @@ def _run_groups(args: argparse.Namespace, config: EventBusConfig) -> int:
             {"name": name, "pattern": patterns.get(name), **attrs.asdict(info)}
             for name, info in sorted(groups.items())
         ]
-        _write(json.dumps(rows), sys.stdout)
+        write_line(json.dumps(rows), sys.stdout)
     elif not groups:
-        _error(f"no durable group is registered on {config.transport_url}")
+        print_error(f"no durable group is registered on {config.transport_url}")
     else:
         header = ["GROUP", "PATTERN"]
         numbers = ["CONSUMERS", "BACKLOG", "PENDING", "OLDEST PENDING", "LENGTH", "DEAD"]
@@ -167,8 +167,8 @@ def _run_groups(args: argparse.Namespace, config: EventBusConfig) -> int:
                     str(info.dead_letters),
                 ]
             )
-        for line in _format_table(rows_text, text_columns=len(header)):
-            _write(line, sys.stdout)
+        for line in format_table(rows_text, text_columns=len(header)):
+            write_line(line, sys.stdout)
     return EXIT_OK
 
 
@@ -178,8 +178,8 @@ def _run_groups(args: argparse.Namespace, config: EventBusConfig) -> int:
 def _prepare(group: str, config: EventBusConfig) -> EventBus:
     """A bus for a ``dlq`` command, once ``group`` is known valid (else exit 2, no I/O)."""
     bus = EventBus(config)
-    _check_before_connecting(lambda: bus.dead_letters(group))
-    _note_if_in_process(config)
+    check_before_connecting(lambda: bus.dead_letters(group))
+    note_if_in_process(config)
     return bus
 
 
@@ -187,7 +187,7 @@ def _registered(bus: EventBus, group: str, config: EventBusConfig) -> bool:
     """True if ``group`` is registered; else say so on stderr."""
     if group in bus.get_group_patterns():
         return True
-    _error(
+    print_error(
         f"error: no group {group!r} is registered on {config.transport_url} "
         "(`eventbus groups` lists them)"
     )
@@ -210,7 +210,7 @@ def _field(envelope: dict[str, Any] | None, key: str) -> str:
 
 def _run_dlq_list(args: argparse.Namespace, config: EventBusConfig) -> int:
     bus = _prepare(args.group, config)
-    with _connected(bus):
+    with connected(bus):
         if not _registered(bus, args.group, config):
             return EXIT_FAILURE
         letters = bus.dead_letters(args.group, args.count + 1)  # one more: are there more?
@@ -233,9 +233,9 @@ def _run_dlq_list(args: argparse.Namespace, config: EventBusConfig) -> int:
             if envelope is None:
                 row["payload"] = letter.payload.decode(errors="replace")
             rows.append(row)
-        _write(json.dumps(rows, ensure_ascii=False), sys.stdout)
+        write_line(json.dumps(rows, ensure_ascii=False), sys.stdout)
     elif not letters:
-        _error(f"group {args.group!r} has no dead letters")
+        print_error(f"group {args.group!r} has no dead letters")
     else:
         header = ["ID", "SOURCE ID", "TYPE", "EVENT ID", "DELIVERIES", "CONSUMER", "ERROR"]
         table = [header]
@@ -255,17 +255,17 @@ def _run_dlq_list(args: argparse.Namespace, config: EventBusConfig) -> int:
                     error,
                 ]
             )
-        for line in _format_table(table, text_columns=len(header)):
-            _write(line, sys.stdout)
+        for line in format_table(table, text_columns=len(header)):
+            write_line(line, sys.stdout)
     if more:
-        _error(f"showing the oldest {args.count}; there are more (--count N shows up to N)")
+        print_error(f"showing the oldest {args.count}; there are more (--count N shows up to N)")
     return EXIT_OK
 
 
 def _run_dlq_replay(args: argparse.Namespace, config: EventBusConfig) -> int:
     bus = _prepare(args.group, config)
     ids: list[str] = args.ids
-    with _connected(bus):
+    with connected(bus):
         if not _registered(bus, args.group, config):
             return EXIT_FAILURE
         moved = bus.replay_dead_letters(args.group, ids or None)
@@ -274,7 +274,7 @@ def _run_dlq_replay(args: argparse.Namespace, config: EventBusConfig) -> int:
         what = f"{moved} of {len(ids)} dead letter(s){skipped}"
     else:
         what = f"{moved} dead letter(s)"
-    _write(f"replayed {what} into group {args.group}", sys.stdout)
+    write_line(f"replayed {what} into group {args.group}", sys.stdout)
     return EXIT_OK
 
 
@@ -288,11 +288,11 @@ def _confirmed(question: str) -> bool:
 def _run_dlq_purge(args: argparse.Namespace, config: EventBusConfig) -> int:
     bus = _prepare(args.group, config)
     if not args.yes and not sys.stdin.isatty():
-        raise _UsageError(
+        raise UsageError(
             "purge asks for confirmation and stdin is not a terminal: pass --yes to purge "
             "without asking"
         )
-    with _connected(bus):
+    with connected(bus):
         if not _registered(bus, args.group, config):
             return EXIT_FAILURE
         if not args.yes:
@@ -303,8 +303,8 @@ def _run_dlq_purge(args: argparse.Namespace, config: EventBusConfig) -> int:
                 f"on {config.transport_url}?"
             )
             if count != "0" and not _confirmed(question):
-                _error("nothing was purged")
+                print_error("nothing was purged")
                 return EXIT_FAILURE
         purged = bus.purge_dead_letters(args.group)
-    _write(f"purged {purged} dead letter(s) of group {args.group}", sys.stdout)
+    write_line(f"purged {purged} dead letter(s) of group {args.group}", sys.stdout)
     return EXIT_OK

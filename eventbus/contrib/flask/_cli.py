@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     pass
 
 # The same event lines and SIGTERM handling as `eventbus listen`.
-from eventbus.cli import _event_as_json, _format_event, _StopListening
-from eventbus.cli import _sigterm_stops_listening as _stop_on_sigterm
+from eventbus.cli._common import StopListening, event_as_json, format_event
+from eventbus.cli._common import sigterm_stops_listening as _stop_on_sigterm
 from eventbus.contrib.flask import _state_of
 
 __all__ = ["cli_group"]
@@ -171,9 +171,9 @@ def cli_group() -> Any:
             raise click.UsageError(str(exc)) from None
         note_if_in_process(state.config)
         show = (
-            (lambda event: json.dumps(_event_as_json(event), ensure_ascii=False))
+            (lambda event: json.dumps(event_as_json(event), ensure_ascii=False))
             if as_json
-            else _format_event
+            else format_event
         )
         seen = 0
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -197,7 +197,7 @@ def cli_group() -> Any:
                         continue
                     click.echo(show(event))
                     seen += 1
-            except (KeyboardInterrupt, _StopListening):
+            except (KeyboardInterrupt, StopListening):
                 return
             except ValidationError as exc:
                 raise click.UsageError(str(exc)) from None
