@@ -1,4 +1,4 @@
-"""The wire format: one CloudEvents 1.0 JSON envelope per event (DESIGN §3).
+"""The wire format: one CloudEvents 1.0 JSON envelope per event (``docs/wire-format.md``).
 
 ::
 

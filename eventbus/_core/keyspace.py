@@ -1,4 +1,5 @@
-"""Names of every Redis key and channel the bus uses (DESIGN §4).
+"""Names of every Redis key and channel the bus uses (``docs/wire-format.md``,
+"Redis keys and channels").
 
 Every name starts with the configured ``key_prefix``. Keys that one command or script
 touches together share a Redis Cluster hash tag (``{...}``), so the same layout runs

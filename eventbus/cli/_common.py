@@ -8,9 +8,11 @@ import json
 import logging
 import math
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, TextIO
@@ -44,6 +46,7 @@ __all__ = [
     "format_event",
     "format_table",
     "header_pair",
+    "listen",
     "logging_to_stderr",
     "note_if_in_process",
     "positive_int",
@@ -285,3 +288,43 @@ def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+
+
+def listen(
+    bus: EventBus,
+    events: queue.SimpleQueue[Event],
+    *,
+    rooms: Sequence[str],
+    count: int | None,
+    deadline: float | None,
+    announce: Callable[[str], None],
+    show: Callable[[Event], None],
+) -> int | None:
+    """The loop of ``listen`` (also ``flask eventbus listen``) on a connected ``bus``.
+
+    Joins ``rooms``, calls ``announce`` with the rooms' part of the ready line, then
+    passes each event the subscription put on ``events`` to ``show`` until ``count``
+    events were shown or the ``deadline`` (``time.monotonic()``) passed.
+
+    Returns:
+        How many events were shown, or None when Ctrl-C or SIGTERM ended the loop
+        (inside :func:`sigterm_stops_listening`).
+    """
+    seen = 0
+    try:
+        for room in rooms:
+            bus.join_room(room)
+        announce(f" and rooms {', '.join(rooms)}" if rooms else "")
+        while count is None or seen < count:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                event = events.get(timeout=wait)
+            except queue.Empty:
+                continue
+            show(event)
+            seen += 1
+    except (KeyboardInterrupt, StopListening):
+        return None
+    return seen

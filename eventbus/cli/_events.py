@@ -22,7 +22,6 @@ from eventbus import (
 from eventbus.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
-    StopListening,
     UsageError,
     add_command,
     check_before_connecting,
@@ -30,6 +29,7 @@ from eventbus.cli._common import (
     event_as_json,
     format_event,
     header_pair,
+    listen,
     note_if_in_process,
     positive_int,
     print_error,
@@ -143,28 +143,21 @@ def _run_listen(args: argparse.Namespace, config: EventBusConfig) -> int:
     show: Callable[[Event], str] = (
         (lambda event: json.dumps(event_as_json(event))) if args.json else format_event
     )
-    seen = 0
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     with connected(bus), sigterm_stops_listening():
-        try:
-            for room in rooms:
-                bus.join_room(room)
-            also = f" and rooms {', '.join(rooms)}" if rooms else ""
-            print_error(
+        seen = listen(
+            bus,
+            events,
+            rooms=rooms,
+            count=args.count,
+            deadline=deadline,
+            announce=lambda also: print_error(
                 f"listening for {args.pattern!r}{also} on {config.transport_url} (Ctrl-C to stop)"
-            )
-            while args.count is None or seen < args.count:
-                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                if wait <= 0:
-                    break
-                try:
-                    event = events.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                write_line(show(event), sys.stdout)
-                seen += 1
-        except (KeyboardInterrupt, StopListening):
-            return EXIT_OK
+            ),
+            show=lambda event: write_line(show(event), sys.stdout),
+        )
+    if seen is None:
+        return EXIT_OK
     if args.count is not None and seen < args.count:
         print_error(f"timed out after {args.timeout:g}s with {seen} of {args.count} event(s)")
         return EXIT_FAILURE

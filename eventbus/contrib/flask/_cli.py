@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     pass
 
 # The same event lines and SIGTERM handling as `eventbus listen`.
-from eventbus.cli._common import StopListening, event_as_json, format_event
+from eventbus.cli._common import event_as_json, format_event
+from eventbus.cli._common import listen as listen_loop
 from eventbus.cli._common import sigterm_stops_listening as _stop_on_sigterm
 from eventbus.contrib.flask import _state_of
 
@@ -175,32 +176,26 @@ def cli_group() -> Any:
             if as_json
             else format_event
         )
-        seen = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         with connected(bus), _stop_on_sigterm():
             try:
-                for room in rooms:
-                    bus.join_room(room)
-                also = f" and rooms {', '.join(rooms)}" if rooms else ""
-                click.echo(
-                    f"listening for {', '.join(map(repr, chosen))}{also} on "
-                    f"{state.config.transport_url} (Ctrl-C to stop)",
-                    err=True,
+                seen = listen_loop(
+                    bus,
+                    events,
+                    rooms=rooms,
+                    count=count,
+                    deadline=deadline,
+                    announce=lambda also: click.echo(
+                        f"listening for {', '.join(map(repr, chosen))}{also} on "
+                        f"{state.config.transport_url} (Ctrl-C to stop)",
+                        err=True,
+                    ),
+                    show=lambda event: click.echo(show(event)),
                 )
-                while count is None or seen < count:
-                    wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                    if wait <= 0:
-                        break
-                    try:
-                        event = events.get(timeout=wait)
-                    except queue.Empty:
-                        continue
-                    click.echo(show(event))
-                    seen += 1
-            except (KeyboardInterrupt, StopListening):
-                return
             except ValidationError as exc:
                 raise click.UsageError(str(exc)) from None
+        if seen is None:
+            return
         if count is not None and seen < count:
             raise click.ClickException(
                 f"timed out after {timeout:g}s with {seen} of {count} event(s)"
