@@ -44,7 +44,7 @@ from eventbus._models import (
     PublishResult,
 )
 from eventbus._runtime.batch import Batcher
-from eventbus._runtime.dispatch import Dispatcher, ErrorReporter, Executor, Route
+from eventbus._runtime.dispatch import Dispatcher, ErrorReporter, Route
 from eventbus._runtime.group_manager import GroupManager
 from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.health import HEALTH_PING_TIMEOUT, check_health, worst
@@ -52,7 +52,7 @@ from eventbus._runtime.hooks import ErrorHook, GapHook, Hooks
 from eventbus._runtime.presence import Presence
 from eventbus._runtime.receiver import Receiver
 from eventbus._runtime.subscription import Subscription
-from eventbus._runtime.wiring import Wiring
+from eventbus._runtime.wiring import Executor, Meters, Wiring
 from eventbus._transports import create_transport
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, Transport
 
@@ -107,20 +107,14 @@ class ThreadedWiring:
         )
 
     def new_executor(
-        self,
-        config: EventBusConfig,
-        *,
-        counters: Counters,
-        handler_latency: LatencyWindow,
-        delivery_latency: LatencyWindow,
-        report: ErrorReporter,
+        self, config: EventBusConfig, meters: Meters, report: ErrorReporter
     ) -> Executor:
         """A pool of ``config.handler_threads`` threads."""
         return Dispatcher(
             threads=config.handler_threads,
-            counters=counters,
-            handler_latency=handler_latency,
-            delivery_latency=delivery_latency,
+            counters=meters.counters,
+            handler_latency=meters.handler_latency,
+            delivery_latency=meters.delivery_latency,
             report=report,
         )
 
@@ -297,13 +291,12 @@ class EventBus:
             timeout = config.operation_timeout
             # The executor exists before the first message can arrive (a pool's threads
             # start lazily), so nothing received while subscribing is lost.
-            dispatcher = self._wiring.new_executor(
-                config,
+            meters = Meters(
                 counters=self._counters,
                 handler_latency=self._handler_latency,
                 delivery_latency=self._delivery_latency,
-                report=self._hooks.report,
             )
+            dispatcher = self._wiring.new_executor(config, meters, self._hooks.report)
             self._receiver.dispatcher = dispatcher
             try:
                 transport.start(self._receiver)

@@ -1,9 +1,9 @@
 """Running handlers: per-subscription queues feeding one thread pool.
 
 (docs/decisions.md, "Delivery and threads".) The bus talks to its handler runner
-through :class:`Executor`: this module's :class:`Dispatcher`, or the testing kit's
-:class:`~eventbus._runtime.inline.InlineExecutor`, which runs the same deliveries in
-the thread that asks for them.
+through :class:`~eventbus._runtime.wiring.Executor`: this module's :class:`Dispatcher`,
+or the testing kit's :class:`~eventbus._runtime.inline.InlineExecutor`, which runs the
+same deliveries in the thread that asks for them.
 
 The listener thread calls :meth:`Dispatcher.offer`, which only appends to the
 subscription's bounded queue and, if fewer than ``concurrency`` drainers run for it,
@@ -45,7 +45,7 @@ from eventbus._models import Event, SubscriptionStats
 __all__ = [
     "ConsumerLoop",
     "Dispatcher",
-    "Executor",
+    "ErrorReporter",
     "Route",
     "attempt_event",
     "complete",
@@ -145,46 +145,6 @@ class ConsumerLoop(Protocol):
 
     def poll(self, *, block: float, claim_idle: float | None) -> int:
         """Run one round of the loop in the calling thread; how many new entries it read."""
-        ...
-
-
-class Executor(Protocol):
-    """What runs a bus's handlers; the bus uses nothing else of it.
-
-    :class:`Dispatcher` runs them on a thread pool, as events arrive; the testing
-    kit's :class:`~eventbus._runtime.inline.InlineExecutor` queues them and runs them
-    when told to, in the caller's thread.
-    """
-
-    @property
-    def abandoned(self) -> int:
-        """Handler threads stuck past their timeout right now."""
-        ...
-
-    @property
-    def overflow_drops(self) -> int:
-        """Events dropped by full subscription queues so far."""
-        ...
-
-    @property
-    def last_drop_at(self) -> float | None:
-        """The monotonic time of the newest such drop."""
-        ...
-
-    def offer(self, route: Route, event: Event) -> None:
-        """Queue ``event`` for ``route``; never runs user code (listener thread)."""
-        ...
-
-    def run_consumer(self, consumer: ConsumerLoop) -> None:
-        """Run a group consumer's loop (its reads feed :meth:`offer`)."""
-        ...
-
-    def deactivate(self, route: Route) -> int:
-        """Stop feeding ``route``; drop what it has queued and return how many."""
-        ...
-
-    def shutdown(self, timeout: float) -> bool:
-        """Finish or drop what is queued, stop; False if events were left unfinished."""
         ...
 
 

@@ -12,9 +12,10 @@ from eventbus._core.keyspace import Keyspace
 from eventbus._core.stats import Counters
 from eventbus._errors import BusStateError, ValidationError
 from eventbus._models import GroupStats
-from eventbus._runtime.dispatch import Executor, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, StreamTarget, Transport
 
 __all__ = ["GroupManager"]

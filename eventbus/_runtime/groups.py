@@ -37,8 +37,9 @@ from eventbus._errors import (
     TransportError,
 )
 from eventbus._models import Event, Gap, GroupStats
-from eventbus._runtime.dispatch import Executor, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import GroupStore, StreamEntry, StreamTarget
 
 __all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]

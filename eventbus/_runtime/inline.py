@@ -1,4 +1,4 @@
-"""Running handlers in the caller's thread: the :class:`Dispatcher`'s sibling for tests.
+"""Running handlers in the caller's thread: the ``Dispatcher``'s sibling, for tests.
 
 The bus hands an :class:`InlineExecutor` its deliveries exactly as it hands them to a
 :class:`~eventbus._runtime.dispatch.Dispatcher` (:meth:`offer`, from whatever thread
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from eventbus._core.stats import Counters
 from eventbus._models import Event
@@ -39,12 +40,12 @@ __all__ = ["InlineExecutor"]
 
 
 class InlineExecutor:
-    """An :class:`~eventbus._runtime.dispatch.Executor` that runs handlers when told to.
+    """An :class:`~eventbus._runtime.wiring.Executor` that runs handlers when told to.
 
     Thread-safe: events may be offered from any thread while another runs them.
     """
 
-    #: As on a :class:`Dispatcher`; never set here: no thread is abandoned, no queue
+    #: As on a ``Dispatcher``; never set here: no thread is abandoned, no queue
     #: overflows.
     abandoned = 0
     overflow_drops = 0
@@ -74,6 +75,13 @@ class InlineExecutor:
             route.queue.append(event)
             self._order.append(route)
             self.offered += 1
+
+    def sort_newest(self, count: int, key: Callable[[Route], int]) -> None:
+        """Reorder the newest ``count`` queued deliveries by ``key``, stably (so that
+        one event's deliveries run in the order of its subscriptions)."""
+        with self._lock:
+            newest = [self._order.pop() for _ in range(min(count, len(self._order)))][::-1]
+            self._order.extend(sorted(newest, key=key))
 
     def run_consumer(self, consumer: ConsumerLoop) -> None:
         """Take ``consumer`` on: its loop runs in :meth:`poll` from now on."""

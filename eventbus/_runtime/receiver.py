@@ -19,8 +19,9 @@ from eventbus._core.loss import LossTracker
 from eventbus._core.stats import Counters
 from eventbus._errors import DecodeError, FilterError
 from eventbus._models import Gap
-from eventbus._runtime.dispatch import Executor, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import LinkEvent, LinkState
 
 __all__ = ["Receiver"]

@@ -3,7 +3,7 @@
 :class:`~eventbus.EventBus` builds both when it connects, through a :class:`Wiring`:
 
 - the **transport** its messages travel on (:class:`~eventbus._transports.base.Transport`);
-- the **executor** that runs its handlers (:class:`~eventbus._runtime.dispatch.Executor`).
+- the **executor** that runs its handlers (:class:`Executor`).
 
 A bus is wired with :data:`eventbus._runtime.bus.THREADED` (the transport its URL
 names, handlers on a thread pool) unless :func:`eventbus._runtime.bus.wire` gave it
@@ -18,12 +18,70 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import attrs
+
 from eventbus._core.config import EventBusConfig
 from eventbus._core.stats import Counters, LatencyWindow
-from eventbus._runtime.dispatch import ErrorReporter, Executor
+from eventbus._models import Event
+from eventbus._runtime.dispatch import ConsumerLoop, ErrorReporter, Route
 from eventbus._transports.base import Transport
 
-__all__ = ["Wiring"]
+__all__ = ["Executor", "Meters", "Wiring"]
+
+
+class Executor(Protocol):
+    """What runs a bus's handlers; the bus uses nothing else of it.
+
+    :class:`~eventbus._runtime.dispatch.Dispatcher` runs them on a thread pool, as
+    events arrive; the testing kit's :class:`~eventbus._runtime.inline.InlineExecutor`
+    queues them and runs them when told to, in the caller's thread.
+    """
+
+    @property
+    def abandoned(self) -> int:
+        """Handler threads stuck past their timeout right now."""
+        ...
+
+    @property
+    def overflow_drops(self) -> int:
+        """Events dropped by full subscription queues so far."""
+        ...
+
+    @property
+    def last_drop_at(self) -> float | None:
+        """The monotonic time of the newest such drop."""
+        ...
+
+    def offer(self, route: Route, event: Event) -> None:
+        """Queue ``event`` for ``route``; never runs user code (listener thread)."""
+        ...
+
+    def run_consumer(self, consumer: ConsumerLoop) -> None:
+        """Run a group consumer's loop (its reads feed :meth:`offer`)."""
+        ...
+
+    def deactivate(self, route: Route) -> int:
+        """Stop feeding ``route``; drop what it has queued and return how many."""
+        ...
+
+    def shutdown(self, timeout: float) -> bool:
+        """Finish or drop what is queued, stop; False if events were left unfinished."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class Meters:
+    """What an executor counts into: a bus's counters and latency windows.
+
+    Attributes:
+        counters: ``events_handled``, ``events_failed``... (``EventBus.get_stats``).
+        handler_latency: how long handlers take, seconds.
+        delivery_latency: from publish to the handler's start, seconds.
+    """
+
+    counters: Counters
+    handler_latency: LatencyWindow
+    delivery_latency: LatencyWindow
 
 
 class Wiring(Protocol):
@@ -42,20 +100,13 @@ class Wiring(Protocol):
         ...
 
     def new_executor(
-        self,
-        config: EventBusConfig,
-        *,
-        counters: Counters,
-        handler_latency: LatencyWindow,
-        delivery_latency: LatencyWindow,
-        report: ErrorReporter,
+        self, config: EventBusConfig, meters: Meters, report: ErrorReporter
     ) -> Executor:
         """The executor that runs the handlers of one connection.
 
         Args:
             config: the bus's configuration.
-            counters: the bus's counters (``events_handled``...).
-            handler_latency, delivery_latency: the bus's latency windows.
+            meters: the bus's counters and latency windows.
             report: where failures go (the bus's error hooks).
         """
         ...

@@ -100,7 +100,7 @@ class RecordingBus(EventBus):
             config = attrs.evolve(config, performance=performance)
         super().__init__(config)
         self.eager = bool(eager)
-        self._recording = Recording(self._drain_if_eager)
+        self._recording = Recording(self._drain_if_eager, self.subscriptions)
         wire(self, self._recording)
         self.on_error(self._recording.record_error)
 

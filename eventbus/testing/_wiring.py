@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from eventbus import Event, EventBusConfig, EventBusError
+from eventbus import Event, EventBusConfig, EventBusError, Subscription
 from eventbus._core.envelope import decode
 from eventbus._core.keyspace import Keyspace
-from eventbus._core.stats import Counters, LatencyWindow
-from eventbus._runtime.dispatch import ErrorReporter, Executor
+from eventbus._core.stats import Counters
+from eventbus._runtime.dispatch import ErrorReporter
 from eventbus._runtime.inline import InlineExecutor
+from eventbus._runtime.wiring import Executor, Meters
 from eventbus._transports.base import StreamTarget, Transport
 from eventbus._transports.memory.transport import MemoryBroker, MemoryTransport
 
@@ -42,6 +43,7 @@ class RecordingTransport(MemoryTransport):
         groups_channel: str,
         record: Callable[[Event], None],
         published: Callable[[], None],
+        subscriptions: Callable[[], list[Subscription]],
     ) -> None:
         super().__init__(MemoryBroker("recording"), threaded=False)
         #: The executor the bus's deliveries go to (set when the bus connects).
@@ -49,6 +51,7 @@ class RecordingTransport(MemoryTransport):
         self._groups_channel = groups_channel
         self._record = record
         self._published = published
+        self._subscriptions = subscriptions
         # One publish at a time, so that deliveries queue in publish order.
         self._lock = threading.RLock()
 
@@ -83,6 +86,11 @@ class RecordingTransport(MemoryTransport):
             self.deliver_pending()
             if executor is None:
                 return 0
+            if executor.offered - before > 1:
+                # The receiver queues an event pattern by pattern; a recording bus runs
+                # it subscription by subscription, oldest first (docs/testing.md).
+                rank = {sub.id: n for n, sub in enumerate(self._subscriptions())}
+                executor.sort_newest(executor.offered - before, lambda r: rank.get(r.id, 0))
             executor.poll()  # the groups' consumers read it
             queued = executor.offered - before
         if event is not None:
@@ -95,9 +103,12 @@ class Recording:
 
     Args:
         published: called after each event published, outside any lock (eager mode).
+        subscriptions: the bus's subscriptions, oldest first.
     """
 
-    def __init__(self, published: Callable[[], None]) -> None:
+    def __init__(
+        self, published: Callable[[], None], subscriptions: Callable[[], list[Subscription]]
+    ) -> None:
         self.lock = threading.Lock()
         self.events: list[Event] = []
         self.errors: list[EventBusError] = []
@@ -108,7 +119,9 @@ class Recording:
         self.drain_lock = threading.Lock()
         self.draining: int | None = None
         self._published = published
+        self._subscriptions = subscriptions
         self._transport: RecordingTransport | None = None
+        self._counters: Counters | None = None
 
     def new_transport(
         self, config: EventBusConfig, *, client_name: str, control_channel: str
@@ -117,24 +130,30 @@ class Recording:
         self._transport = RecordingTransport(
             groups_channel=Keyspace(prefix=config.key_prefix).groups_channel,
             record=self.record,
-            published=self._published,
+            published=self._after_publish,
+            subscriptions=self._subscriptions,
         )
         return self._transport
 
     def new_executor(
-        self,
-        config: EventBusConfig,
-        *,
-        counters: Counters,
-        handler_latency: LatencyWindow,
-        delivery_latency: LatencyWindow,
-        report: ErrorReporter,
+        self, config: EventBusConfig, meters: Meters, report: ErrorReporter
     ) -> Executor:
         """An :class:`InlineExecutor`; latencies are not measured."""
-        self.executor = InlineExecutor(counters=counters, report=report)
+        self._counters = meters.counters
+        self.executor = InlineExecutor(counters=meters.counters, report=report)
         if self._transport is not None:
             self._transport.executor = self.executor
         return self.executor
+
+    def _after_publish(self) -> None:
+        try:
+            self._published()
+        except BaseException:
+            # An eager drain raised from inside publish(): the bus counts only a publish
+            # that returns, but this one was made (and recorded).
+            if self._counters is not None:
+                self._counters.add("events_published")
+            raise
 
     def record(self, event: Event) -> None:
         """Remember a published event."""
