@@ -32,6 +32,7 @@ from eventbus import (
     Subscription,
     ValidationError,
 )
+from eventbus._runtime.bus import THREADED, wire
 from eventbus.testing import DrainLimitError, RecordingBus
 
 from _helpers import Recorder
@@ -79,6 +80,15 @@ def test_subscription_handle_overrides_what_reads_the_route(bus: RecordingBus) -
     assert sub.unsubscribe() is False
     assert bus.drain() == 0
     assert handler.events == []
+
+
+def test_the_seam_is_wired_before_connecting_only() -> None:
+    """wire() gives a bus its transport and executor; a connected bus cannot be rewired."""
+    bus = RecordingBus()
+    with bus:
+        with pytest.raises(BusStateError, match="before it connects"):
+            wire(bus, THREADED)
+        assert bus.health_check().checks["transport"].detail.startswith("recording ping")
 
 
 def test_lifecycle_errors_match_the_real_bus() -> None:
@@ -334,6 +344,21 @@ def test_handlers_run_only_on_drain_in_the_callers_thread(bus: RecordingBus) -> 
     assert [e.data["photoId"] for e in bus.find_published("photo.processing.*")] == ["1", "2"]
 
 
+def test_each_event_runs_its_subscriptions_in_the_order_they_were_made(
+    bus: RecordingBus,
+) -> None:
+    """Subscriptions sharing a pattern do not run together: an event runs its
+    subscriptions oldest first, then its durable groups'."""
+    order: list[str] = []
+    bus.subscribe("photo.*", lambda e: order.append("first"))
+    bus.subscribe("photo.uploaded", lambda e: order.append("second"), group="thumbnails")
+    bus.subscribe("photo.uploaded", lambda e: order.append("third"))
+    bus.subscribe("photo.*", lambda e: order.append("fourth"))
+    assert bus.publish("photo.uploaded").receivers == 4
+    assert bus.drain() == 4
+    assert order == ["first", "third", "fourth", "second"]
+
+
 def test_eager_mode_runs_handlers_inside_publish() -> None:
     """With eager=True, publish() returns after the handlers (and their cascade) ran."""
     with RecordingBus(eager=True) as bus:
@@ -348,6 +373,18 @@ def test_eager_mode_runs_handlers_inside_publish() -> None:
         bus.publish("a")
         assert seen == ["a", "b"]
         assert bus.pending == 1
+
+
+def test_an_eager_publish_whose_handler_fails_raises_and_still_counts() -> None:
+    """In eager mode the handler's failure is raised from publish(); the event was
+    recorded and counted as published all the same."""
+    with RecordingBus(eager=True) as bus:
+        bus.subscribe("x", lambda event: 1 / 0)
+        with pytest.raises(HandlerError):
+            bus.publish("x")
+        assert len(bus.published) == 1
+        assert bus.get_stats().events_published == 1
+        assert bus.pending == 0
 
 
 def test_a_retried_publish_is_recorded_twice_and_handled_once(bus: RecordingBus) -> None:
