@@ -255,7 +255,7 @@ def test_handler_gets_the_event_a_real_bus_delivers(transport_url: str) -> None:
 
 
 def test_patterns_follow_redis_glob_rules(bus: RecordingBus) -> None:
-    """`*` spans dots, `?` is one character, `[abc]` a class (DESIGN §2)."""
+    """`*` spans dots, `?` is one character, `[abc]` a class (docs/concepts.md, "Patterns")."""
     subs = {p: Recorder() for p in ("photo.*", "*.processing.*", "photo.?", "[pv]ideo.x", "*")}
     for pattern, handler in subs.items():
         bus.subscribe(pattern, handler)
