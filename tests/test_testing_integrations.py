@@ -256,6 +256,22 @@ def test_django_project_bus_class_is_both_django_bus_and_the_chosen_class() -> N
     assert project_bus_class(combined) is combined
 
 
+def test_django_project_bus_class_refuses_a_class_that_is_no_django_bus() -> None:
+    """Another EventBus subclass has no project bus class (none is made at run time): it
+    is ImproperlyConfigured, naming DjangoEventBus; a DjangoEventBus subclass is used as
+    it is."""
+
+    class OwnBus(EventBus):
+        pass
+
+    class OwnDjangoBus(DjangoEventBus):
+        pass
+
+    with pytest.raises(ImproperlyConfigured, match=r"is not a DjangoEventBus: derive it from"):
+        project_bus_class(OwnBus)
+    assert project_bus_class(OwnDjangoBus) is OwnDjangoBus
+
+
 def _django_env(eventbus: dict[str, Any], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TESTPROJECT_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from eventbus._core.config import EventBusConfig
 from eventbus._core.envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
@@ -44,7 +44,7 @@ from eventbus._models import (
     PublishResult,
 )
 from eventbus._runtime.batch import Batcher
-from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.dispatch import Dispatcher, ErrorReporter, Route
 from eventbus._runtime.group_manager import GroupManager
 from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.health import HEALTH_PING_TIMEOUT, check_health, worst
@@ -52,10 +52,11 @@ from eventbus._runtime.hooks import ErrorHook, GapHook, Hooks
 from eventbus._runtime.presence import Presence
 from eventbus._runtime.receiver import Receiver
 from eventbus._runtime.subscription import Subscription
+from eventbus._runtime.wiring import Executor, Meters, Wiring
 from eventbus._transports import create_transport
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, Transport
 
-__all__ = ["EventBus"]
+__all__ = ["THREADED", "EventBus", "ThreadedWiring", "wire"]
 
 log = logging.getLogger("eventbus")
 
@@ -87,6 +88,39 @@ class _State(enum.Enum):
 
 
 _ENDED = (_State.CLOSING, _State.CLOSED)
+
+
+class ThreadedWiring:
+    """A bus's usual :class:`~eventbus._runtime.wiring.Wiring`: the transport its URL
+    names, and a :class:`Dispatcher` thread pool."""
+
+    def new_transport(
+        self, config: EventBusConfig, *, client_name: str, control_channel: str
+    ) -> Transport:
+        """The transport of ``config.redis`` or ``config.url`` (``memory://`` if unset)."""
+        return create_transport(
+            None if config.redis is not None else config.url or "memory://",
+            redis=config.redis,
+            client_name=client_name,
+            control_channel=control_channel,
+            client=config.client,
+        )
+
+    def new_executor(
+        self, config: EventBusConfig, meters: Meters, report: ErrorReporter
+    ) -> Executor:
+        """A pool of ``config.handler_threads`` threads."""
+        return Dispatcher(
+            threads=config.handler_threads,
+            counters=meters.counters,
+            handler_latency=meters.handler_latency,
+            delivery_latency=meters.delivery_latency,
+            report=report,
+        )
+
+
+#: The wiring of every bus that :func:`wire` did not give another one.
+THREADED = ThreadedWiring()
 
 
 class EventBus:
@@ -121,6 +155,7 @@ class EventBus:
         self._routes: dict[str, Route] = {}
         self._group_specs: dict[str, tuple[str, GroupOptions]] = {}  # route id -> group
         self._hooks = Hooks(Counters())
+        self._wiring: Wiring = THREADED
         self._forked = False
         self._start_process_state(rooms=[])
         _live_buses.add(self)
@@ -140,7 +175,7 @@ class EventBus:
         self._state = _State.NEW
         self._lock = threading.RLock()  # lifecycle, subscriptions and rooms; never the hot path
         self._transport: Transport | None = None
-        self._dispatcher: Dispatcher | None = None
+        self._dispatcher: Executor | None = None
         self._batcher: Batcher | None = None
         self._counters = Counters()
         self._hooks.counters = self._counters
@@ -200,7 +235,7 @@ class EventBus:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, *, service_name: str, **options: Any) -> EventBus:
+    def from_url(cls, url: str, *, service_name: str, **options: Any) -> Self:
         """A bus for the transport at ``url``; ``options`` are :class:`EventBusConfig` fields.
 
         Example::
@@ -210,7 +245,7 @@ class EventBus:
         return cls(EventBusConfig.from_url(url, service_name=service_name, **options))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> EventBus:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
         """A bus configured from environment variables (see :meth:`EventBusConfig.from_env`)."""
         return cls(EventBusConfig.from_env(environ, **options))
 
@@ -248,23 +283,20 @@ class EventBus:
             if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
             config = self._config
-            transport = create_transport(
-                None if config.redis is not None else config.url or "memory://",
-                redis=config.redis,
+            transport = self._wiring.new_transport(
+                config,
                 client_name=self._client_id,
                 control_channel=self._keys.control_channel(self._client_id),
-                client=config.client,
             )
             timeout = config.operation_timeout
-            # The pool exists before the first message can arrive (its threads start
-            # lazily), so nothing received while subscribing is lost.
-            dispatcher = Dispatcher(
-                threads=config.handler_threads,
+            # The executor exists before the first message can arrive (a pool's threads
+            # start lazily), so nothing received while subscribing is lost.
+            meters = Meters(
                 counters=self._counters,
                 handler_latency=self._handler_latency,
                 delivery_latency=self._delivery_latency,
-                report=self._hooks.report,
             )
+            dispatcher = self._wiring.new_executor(config, meters, self._hooks.report)
             self._receiver.dispatcher = dispatcher
             try:
                 transport.start(self._receiver)
@@ -367,7 +399,7 @@ class EventBus:
             )
         log.info("bus %s disconnected", self._client_id)
 
-    def __enter__(self) -> EventBus:
+    def __enter__(self) -> Self:
         self.connect()
         return self
 
@@ -974,3 +1006,23 @@ class EventBus:
             client_id=self._client_id,
             transport=self._config.transport_url,
         )
+
+
+def wire(bus: EventBus, wiring: Wiring) -> None:
+    """Make ``bus`` build its transport and executor with ``wiring`` when it connects.
+
+    The one seam between :class:`EventBus` and what it runs on, for the testing kit:
+    ``eventbus.testing.RecordingBus`` is an ``EventBus`` wired to a recording transport
+    and an :class:`~eventbus._runtime.inline.InlineExecutor` (docs/testing.md), so
+    that everything in between is the real bus. It is not public API, and
+    ``EventBus``'s own signature does not change: a bus not wired here uses
+    :data:`THREADED`. Call it before the bus first connects (its ``__init__`` is the
+    place); a forked child reconnects with the same wiring.
+
+    Raises:
+        BusStateError: the bus was connected (or disconnected) already.
+    """
+    with bus._lock:
+        if bus._state is not _State.NEW or bus._transport is not None:
+            raise BusStateError("wire() a bus before it connects")
+        bus._wiring = wiring

@@ -1,4 +1,9 @@
-"""Running handlers: per-subscription queues feeding one thread pool (DESIGN §6).
+"""Running handlers: per-subscription queues feeding one thread pool.
+
+(docs/decisions.md, "Delivery and threads".) The bus talks to its handler runner
+through :class:`~eventbus._runtime.wiring.Executor`: this module's :class:`Dispatcher`,
+or the testing kit's :class:`~eventbus._runtime.inline.InlineExecutor`, which runs the
+same deliveries in the thread that asks for them.
 
 The listener thread calls :meth:`Dispatcher.offer`, which only appends to the
 subscription's bounded queue and, if fewer than ``concurrency`` drainers run for it,
@@ -26,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -37,7 +42,15 @@ from eventbus._core.stats import Counters, LatencyWindow
 from eventbus._errors import EventBusError, HandlerError, HandlerTimeoutError
 from eventbus._models import Event, SubscriptionStats
 
-__all__ = ["Dispatcher", "Route"]
+__all__ = [
+    "ConsumerLoop",
+    "Dispatcher",
+    "ErrorReporter",
+    "Route",
+    "attempt_event",
+    "complete",
+    "handler_failure",
+]
 
 log = logging.getLogger("eventbus.dispatch")
 #: One DEBUG record per event whose handling ended ("handled", "failed") or failed an
@@ -112,6 +125,72 @@ class Route:
             retried=self.retried,
             dropped=self.dropped,
         )
+
+
+class ConsumerLoop(Protocol):
+    """A durable group's consumer, as an :class:`Executor` runs its loop."""
+
+    @property
+    def group(self) -> str:
+        """The group it consumes."""
+        ...
+
+    def start(self) -> None:
+        """Run the loop on a thread of its own until the consumer is stopped."""
+        ...
+
+    def alive(self) -> bool:
+        """Whether the loop runs (stopped consumers are not)."""
+        ...
+
+    def poll(self, *, block: float, claim_idle: float | None) -> int:
+        """Run one round of the loop in the calling thread; how many new entries it read."""
+        ...
+
+
+def attempt_event(event: Event, number: int) -> Event:
+    """``event`` as attempt ``number`` of its handling sees it (``delivery_attempt``)."""
+    if number == 1:
+        return event
+    return attrs.evolve(event, delivery_attempt=event.delivery_attempt + number - 1)
+
+
+def handler_failure(
+    route: Route, event: Event, attempts: int, error: BaseException | None
+) -> HandlerError:
+    """The error reported when ``route``'s handler gave up on ``event``.
+
+    A :class:`HandlerTimeoutError` when ``error`` is None (the last attempt timed out),
+    else a :class:`HandlerError` whose ``__cause__`` is ``error``.
+    """
+    cls = HandlerTimeoutError if error is None else HandlerError
+    reason = f"timed out after {route.timeout}s" if error is None else repr(error)
+    failure = cls(
+        f"handler of subscription {route.id} ({route.pattern.source}) failed on event "
+        f"{event.id} ({event.type}) after {attempts} attempt(s): {reason}",
+        subscription_id=route.id,
+        event_id=event.id,
+        event_type=event.type,
+        attempts=attempts,
+    )
+    failure.__cause__ = error
+    return failure
+
+
+def complete(
+    route: Route, event: Event, error: EventBusError | None, report: ErrorReporter
+) -> None:
+    """Tell the route's owner (a group consumer) that ``event`` is done; a failure
+    there is reported, never raised."""
+    if route.on_done is None:
+        return
+    try:
+        route.on_done(event, error)
+    except Exception as exc:
+        log.exception("completing event %s of %s failed", event.id, route.id)
+        failure = EventBusError(f"completing event {event.id} of {route.id} failed: {exc!r}")
+        failure.__cause__ = exc
+        report(failure, event)
 
 
 def _note(
@@ -217,6 +296,10 @@ class Dispatcher:
             route.drainers += 1
         self._start_drainer(route, None)
 
+    def run_consumer(self, consumer: ConsumerLoop) -> None:
+        """Run ``consumer``'s loop on a thread of its own."""
+        consumer.start()
+
     def _make_room(self, route: Route) -> bool:
         """Apply the overflow policy to a full queue (lock held); False drops ``event``."""
         if route.overflow == "drop_oldest":
@@ -298,11 +381,7 @@ class Dispatcher:
             self._delivery_latency.record(max(0.0, time.time() - event.time.timestamp()))
         started = time.perf_counter()
         while True:
-            current = (
-                event
-                if number == 1
-                else attrs.evolve(event, delivery_attempt=event.delivery_attempt + number - 1)
-            )
+            current = attempt_event(event, number)
             outcome, error = self._attempt(route, event, current, number)
             if outcome == "abandoned":
                 return False
@@ -311,8 +390,7 @@ class Dispatcher:
                     route.handled += 1
                 self._counters.add("events_handled")
                 _note(route, current, "handled", number, started, None)
-                if route.on_done is not None:
-                    self._complete(route, event, None)
+                complete(route, event, None, self._report)
                 return True
             if not route.retry.should_retry(number) or self._stopping.is_set():
                 self._fail(route, event, current, number, error, started)
@@ -325,17 +403,6 @@ class Dispatcher:
                 self._fail(route, event, current, number, error, started)
                 return True
             number += 1
-
-    def _complete(self, route: Route, event: Event, error: EventBusError | None) -> None:
-        """Tell the route's owner that ``event`` is done; a failure there is reported."""
-        assert route.on_done is not None
-        try:
-            route.on_done(event, error)
-        except Exception as exc:
-            log.exception("completing event %s of %s failed", event.id, route.id)
-            failure = EventBusError(f"completing event {event.id} of {route.id} failed: {exc!r}")
-            failure.__cause__ = exc
-            self._report(failure, event)
 
     def _attempt(
         self, route: Route, base: Event, event: Event, number: int
@@ -389,20 +456,9 @@ class Dispatcher:
             route.failed += 1
         self._counters.add("events_failed")
         _note(route, event, "failed", attempts, started, error)
-        cls = HandlerTimeoutError if error is None else HandlerError
-        reason = f"timed out after {route.timeout}s" if error is None else repr(error)
-        failure = cls(
-            f"handler of subscription {route.id} ({route.pattern.source}) failed on event "
-            f"{event.id} ({event.type}) after {attempts} attempt(s): {reason}",
-            subscription_id=route.id,
-            event_id=event.id,
-            event_type=event.type,
-            attempts=attempts,
-        )
-        failure.__cause__ = error
+        failure = handler_failure(route, event, attempts, error)
         self._report(failure, event)
-        if route.on_done is not None:
-            self._complete(route, base, failure)
+        complete(route, base, failure, self._report)
 
     # -- the timeout watchdog ----------------------------------------------------------
 

@@ -12,9 +12,10 @@ from eventbus._core.keyspace import Keyspace
 from eventbus._core.stats import Counters
 from eventbus._errors import BusStateError, ValidationError
 from eventbus._models import GroupStats
-from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, StreamTarget, Transport
 
 __all__ = ["GroupManager"]
@@ -63,13 +64,13 @@ class GroupManager:
         with self._lock:
             self._routes[route.id] = (route, group, options)
 
-    def start_all(self, transport: Transport, dispatcher: Dispatcher) -> None:
+    def start_all(self, transport: Transport, dispatcher: Executor) -> None:
         """Register and start every group subscription (at connect)."""
         for route_id in list(self._routes):
             self.start_route(transport, dispatcher, route_id)
 
-    def start_route(self, transport: Transport, dispatcher: Dispatcher, route_id: str) -> None:
-        """Register the route's group in the server and start its consumer thread.
+    def start_route(self, transport: Transport, dispatcher: Executor, route_id: str) -> None:
+        """Register the route's group in the server and have ``dispatcher`` run its consumer.
 
         Raises:
             ValidationError: the group is registered with another pattern.
@@ -118,7 +119,7 @@ class GroupManager:
         route.on_done = consumer.done
         with self._lock:
             self._consumers[route_id] = consumer
-        consumer.start()
+        dispatcher.run_consumer(consumer)
 
     def remove(self, route_id: str, timeout: float) -> bool:
         """Forget a group subscription and stop its consumer; False if not a group's."""

@@ -1,4 +1,4 @@
-"""Durable groups: routing publishes into group streams, and consuming them (DESIGN §6).
+"""Durable groups: routing publishes into group streams, and consuming them.
 
 A group ``G`` subscribed with pattern ``P`` is registered in the registry hash. Every
 publisher keeps the registry cached (:class:`GroupRouter`) and appends a copy of each
@@ -8,6 +8,7 @@ thread reads the stream as one consumer of the consumer group ``G``, hands entri
 the handler pool, acknowledges each after its handler succeeded, takes over entries a
 dead consumer left pending for ``claim_idle`` seconds, and moves an entry that was
 delivered ``max_deliveries`` times without success to the dead-letter stream.
+What users see of it is in docs/groups.md.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from eventbus._errors import (
     TransportError,
 )
 from eventbus._models import Event, Gap, GroupStats
-from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import GroupStore, StreamEntry, StreamTarget
 
 __all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]
@@ -169,7 +171,7 @@ class GroupConsumer:
         route: Route,
         consumer: str,
         options: GroupOptions,
-        dispatcher: Dispatcher,
+        dispatcher: Executor,
         hooks: Hooks,
         counters: Counters,
         timeout: float,
@@ -224,8 +226,14 @@ class GroupConsumer:
             setattr(self, name, getattr(self, name) + amount)
 
     def alive(self) -> bool:
-        """Whether the consumer thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the consumer runs: not stopped, and its thread (if it has one) alive.
+
+        An :class:`~eventbus._runtime.inline.InlineExecutor` runs the loop without a
+        thread, by :meth:`poll`.
+        """
+        if self._stop.is_set():
+            return False
+        return self._thread is None or self._thread.is_alive()
 
     def stats(self) -> GroupStats:
         """This consumer's counters and the group's last known backlog."""
@@ -325,30 +333,45 @@ class GroupConsumer:
 
     # -- the consumer thread ----------------------------------------------------------
 
+    def poll(self, *, block: float, claim_idle: float | None) -> int:
+        """One round of the consumer's loop, in the calling thread; how many new
+        entries it read.
+
+        Acknowledges what was handled; with ``claim_idle``, takes over entries pending
+        that long with any consumer (except those in flight here) and refreshes the
+        group's state; then reads new entries, waiting up to ``block`` seconds for
+        room and for the first one. The thread of :meth:`start` calls it in a loop;
+        an executor that runs handlers in its caller's thread calls it with
+        ``block=0``.
+
+        Raises:
+            GroupMissingError, TransportError: the store failed (the thread's loop
+                reports them and goes on).
+        """
+        self.flush_acks()
+        if claim_idle is not None:
+            self._claim(claim_idle)
+            self._refresh_info()
+        room = self._wait_for_room(block)
+        if room <= 0 or self._stop.is_set():
+            return 0  # still full: look at claims and the backlog again
+        entries = self._store.group_read(
+            self._stream, self.group, self.consumer, min(self.options.batch_size, room), block
+        )
+        for entry in entries:
+            self._deliver(entry)
+        return len(entries)
+
     def _run(self) -> None:
         backoff = 0.05
         next_claim = 0.0
         while not self._stop.is_set():
             try:
-                self.flush_acks()
+                claim_idle = None
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + min(self.options.claim_idle / 2, 5.0)
-                    self._claim()
-                    self._refresh_info()
-                room = self._wait_for_room()
-                if self._stop.is_set():
-                    break
-                if room <= 0:
-                    continue  # still full: look at claims and the backlog again
-                entries = self._store.group_read(
-                    self._stream,
-                    self.group,
-                    self.consumer,
-                    min(self.options.batch_size, room),
-                    self.options.block,
-                )
-                for entry in entries:
-                    self._deliver(entry)
+                    claim_idle = self.options.claim_idle
+                self.poll(block=self.options.block, claim_idle=claim_idle)
                 backoff = 0.05
             except GroupMissingError as exc:
                 log.warning(
@@ -395,14 +418,15 @@ class GroupConsumer:
             return not self._stop.wait(backoff)
         return True
 
-    def _wait_for_room(self) -> int:
-        """Wait up to one read's ``block`` for a free slot; return the free slots."""
+    def _wait_for_room(self, block: float) -> int:
+        """Wait up to ``block`` seconds for a free slot; return the free slots."""
         with self._room:
-            if len(self._in_flight) >= self.options.max_in_flight and not self._stop.is_set():
-                self._room.wait(self.options.block)
+            full = len(self._in_flight) >= self.options.max_in_flight
+            if full and block > 0 and not self._stop.is_set():
+                self._room.wait(block)
             return self.options.max_in_flight - len(self._in_flight)
 
-    def _claim(self) -> None:
+    def _claim(self, min_idle: float) -> None:
         running = [entry.id for _, entry in list(self._in_flight.values())]
         # Take over no more than there is room for: claimed entries go to the pool like
         # read ones, and the route's queue holds max_in_flight.
@@ -413,7 +437,7 @@ class GroupConsumer:
             self._stream,
             self.group,
             self.consumer,
-            self.options.claim_idle,
+            min_idle,
             min(self.options.batch_size * 10, room),
             self._timeout,
             running,  # still being handled here: slow, not dead

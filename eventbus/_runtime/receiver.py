@@ -2,7 +2,8 @@
 
 The transport calls :meth:`Receiver.on_message` from its listener thread for every
 message. It decodes, drops duplicates, notes gaps, matches, filters, and offers the
-event to each matching subscription's queue; it never runs a handler (DESIGN §6).
+event to each matching subscription's queue; it never runs a handler (see
+docs/decisions.md, "Delivery and threads").
 Subscriptions are added and removed by other threads: the tables are replaced, never
 mutated, so the listener reads them without a lock.
 """
@@ -18,8 +19,9 @@ from eventbus._core.loss import LossTracker
 from eventbus._core.stats import Counters
 from eventbus._errors import DecodeError, FilterError
 from eventbus._models import Gap
-from eventbus._runtime.dispatch import Dispatcher, Route
+from eventbus._runtime.dispatch import Route
 from eventbus._runtime.hooks import Hooks
+from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import LinkEvent, LinkState
 
 __all__ = ["Receiver"]
@@ -48,7 +50,7 @@ class Receiver:
         self.by_key: dict[str, tuple[Route, ...]] = {}
         #: every route, oldest first (rooms and broadcasts are matched against all)
         self.routes: tuple[Route, ...] = ()
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: Executor | None = None
         self.last_message_at: float | None = None
         #: Set when the bus is closing: messages are no longer taken.
         self.closing = False

@@ -17,8 +17,7 @@ redis.
 
 from __future__ import annotations
 
-from eventbus.testing._engine import DrainLimitError
-from eventbus.testing._recording import RecordingBus
+from eventbus.testing._recording import DrainLimitError, RecordingBus
 
 for _name in (DrainLimitError, RecordingBus):
     _name.__module__ = "eventbus.testing"

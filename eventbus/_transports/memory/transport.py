@@ -5,8 +5,10 @@ Redis: ``memory://`` is the default broker, ``memory://name`` a separate one (te
 use a fresh name each to stay apart). Delivery semantics mirror Redis pub/sub:
 patterns match with the same glob rules (one matcher, :mod:`eventbus._core.patterns`),
 a message matching two patterns of one bus arrives once per pattern, and each bus
-gets its messages on its own listener thread. Presence and the client registry
-expire the way the Redis keys do. Nothing crosses a process boundary.
+gets its messages on its own listener thread (or, made with ``threaded=False``, in the
+thread that calls :meth:`MemoryTransport.deliver_pending`: the testing kit's recording
+transport). Presence and the client registry expire the way the Redis keys do.
+Nothing crosses a process boundary.
 """
 
 from __future__ import annotations
@@ -120,11 +122,15 @@ class MemoryTransport:
 
     name = "memory"
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, *, threaded: bool = True) -> None:
         self.broker = broker
-        self.channels: set[str] = set()
-        self.patterns: set[str] = set()
+        # Ordered sets: a message matching several patterns arrives once per pattern,
+        # in the order they were subscribed.
+        self.channels: dict[str, None] = {}
+        self.patterns: dict[str, None] = {}
         self.inbox: queue.SimpleQueue[tuple[str, str, bytes]] = queue.SimpleQueue()
+        self._threaded = threaded
+        self._sink: MessageSink | None = None
         self._listener: threading.Thread | None = None
         self._started = False
 
@@ -138,11 +144,13 @@ class MemoryTransport:
         return cls(MemoryBroker.named(name))
 
     def start(self, sink: MessageSink) -> None:
-        """Join the broker and start the listener thread."""
-        self._listener = threading.Thread(
-            target=self._listen, args=(sink,), name="eventbus-listener", daemon=True
-        )
-        self._listener.start()
+        """Join the broker and start the listener thread (unless made ``threaded=False``)."""
+        self._sink = sink
+        if self._threaded:
+            self._listener = threading.Thread(
+                target=self._listen, args=(sink,), name="eventbus-listener", daemon=True
+            )
+            self._listener.start()
         with self.broker.lock:
             self.broker.transports.add(self)
         self._started = True
@@ -157,6 +165,22 @@ class MemoryTransport:
                 sink.on_message(key, channel, payload)
             except Exception:
                 log.exception("the bus failed to take a message from %s", channel)
+
+    def deliver_pending(self) -> int:
+        """Hand the messages waiting in the inbox to the sink, in this thread; how many.
+
+        For a transport made with ``threaded=False``, which has no listener thread.
+        """
+        sink = self._sink
+        delivered = 0
+        while sink is not None:
+            try:
+                key, channel, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            sink.on_message(key, channel, payload)
+            delivered += 1
+        return delivered
 
     def stop(self, timeout: float) -> None:
         """Leave the broker and join the listener thread."""
@@ -186,22 +210,24 @@ class MemoryTransport:
     def subscribe(self, channels: Sequence[str], timeout: float) -> None:
         """Add exact channels."""
         with self.broker.lock:
-            self.channels.update(channels)
+            self.channels.update(dict.fromkeys(channels))
 
     def unsubscribe(self, channels: Sequence[str], timeout: float) -> None:
         """Drop exact channels."""
         with self.broker.lock:
-            self.channels.difference_update(channels)
+            for channel in channels:
+                self.channels.pop(channel, None)
 
     def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
         """Add glob patterns."""
         with self.broker.lock:
-            self.patterns.update(patterns)
+            self.patterns.update(dict.fromkeys(patterns))
 
     def punsubscribe(self, patterns: Sequence[str], timeout: float) -> None:
         """Drop glob patterns."""
         with self.broker.lock:
-            self.patterns.difference_update(patterns)
+            for pattern in patterns:
+                self.patterns.pop(pattern, None)
 
     def ping(self, timeout: float) -> float:
         """Round-trip the broker's lock; the latency in seconds."""
@@ -212,7 +238,9 @@ class MemoryTransport:
         return time.perf_counter() - started
 
     def listener_alive(self) -> bool:
-        """Whether the listener thread runs."""
+        """Whether the listener thread runs (without one: whether the transport is started)."""
+        if not self._threaded:
+            return self._started
         return self._listener is not None and self._listener.is_alive()
 
     def link_up(self) -> bool:

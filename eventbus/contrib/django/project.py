@@ -10,8 +10,9 @@ Handlers written with ``@bus.on(...)`` in an app's ``events.py`` are *declared*:
 run in the process that starts them, ``manage.py eventbus_worker``, or in every
 process when ``EVENTBUS["HANDLE_IN_PROCESS"]`` is True. A web process only publishes.
 
-``EVENTBUS["BUS_CLASS"]`` (e.g. ``"eventbus.testing.RecordingBus"`` in tests) makes the
-project's bus a subclass of both :class:`DjangoEventBus` and that class.
+``EVENTBUS["BUS_CLASS"] = "eventbus.testing.RecordingBus"`` (in tests) makes the
+project's bus a :class:`DjangoRecordingBus`, both a :class:`DjangoEventBus` and a
+:class:`~eventbus.testing.RecordingBus`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 from django.conf import ENVIRONMENT_VARIABLE, settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
 from eventbus import (
@@ -40,11 +42,13 @@ from eventbus import (
     PublishResult,
     Subscription,
 )
-from eventbus.contrib.django.conf import DjangoSettings, is_recording, read_settings
+from eventbus.contrib.django.conf import DjangoSettings, read_settings
+from eventbus.testing import RecordingBus
 
 __all__ = [
     "DeclaredHandler",
     "DjangoEventBus",
+    "DjangoRecordingBus",
     "bus",
     "get_bus",
     "project_bus_class",
@@ -145,10 +149,9 @@ class DjangoEventBus(EventBus):
     Declarations belong to the process, not to one bus: a bus that replaces the
     project's bus (after a change of the setting) runs the same handlers.
 
-    With ``EVENTBUS["BUS_CLASS"]`` set, the project's bus is of a class made from
-    both, ``DjangoRecordingBus(DjangoEventBus, RecordingBus)`` for
-    :class:`~eventbus.testing.RecordingBus`: it publishes, records and runs handlers
-    as that class does, with the two behaviours above on top.
+    With ``EVENTBUS["BUS_CLASS"]`` set to :class:`~eventbus.testing.RecordingBus`, the
+    project's bus is a :class:`DjangoRecordingBus`: it publishes, records and runs
+    handlers as a recording bus does, with the two behaviours above on top.
 
     Example::
 
@@ -162,10 +165,6 @@ class DjangoEventBus(EventBus):
         config: the bus's configuration.
         start_handlers: subscribe the declared handlers now (and those declared later).
     """
-
-    # Handlers run in the thread that drains the bus (a RecordingBus), which owns its
-    # database connection: they must not close it as a handler thread's is closed.
-    _handlers_in_caller_thread = False
 
     def __init__(self, config: EventBusConfig, *, start_handlers: bool = False) -> None:
         super().__init__(config)
@@ -229,7 +228,9 @@ class DjangoEventBus(EventBus):
 
     def _start(self, declared: DeclaredHandler) -> Subscription:
         handler = declared.handler
-        if not self._handlers_in_caller_thread:
+        # A recording bus runs handlers in the thread that drains it, which owns its
+        # database connection: they must not close it as a handler thread's is closed.
+        if not isinstance(self, RecordingBus):
             handler = _with_django_connections(handler)
         sub = self.subscribe(declared.pattern, handler, **declared.options)
         self._started[id(declared)] = sub
@@ -400,36 +401,45 @@ class DjangoEventBus(EventBus):
 # -- the project's bus ---------------------------------------------------------------------
 
 
-_combined: dict[type[EventBus], type[DjangoEventBus]] = {}
+class DjangoRecordingBus(DjangoEventBus, RecordingBus):
+    """The project's bus in tests: a :class:`DjangoEventBus` that is a
+    :class:`~eventbus.testing.RecordingBus`.
+
+    What ``EVENTBUS["BUS_CLASS"] = "eventbus.testing.RecordingBus"`` gives: it connects
+    on first use and declares ``@bus.on`` handlers as a :class:`DjangoEventBus`,
+    records what is published and runs the handlers on ``drain()``, in the test's
+    thread and transaction, as a recording bus.
+
+    Example::
+
+        get_bus().assert_published("photo.uploaded", where={"photoId": 7})
+        get_bus().drain()  # the events.py handlers run here
+    """
 
 
 def project_bus_class(bus_class: type[EventBus] = EventBus) -> type[DjangoEventBus]:
     """The class of the project's bus for ``EVENTBUS["BUS_CLASS"] = bus_class``.
 
-    :class:`DjangoEventBus` for :class:`~eventbus.EventBus` (and ``bus_class`` itself
-    when it already is a :class:`DjangoEventBus`); otherwise a class derived from both
-    (``Django`` + its name), so the project's bus is an instance of each: lazy
-    connection and declared handlers from :class:`DjangoEventBus`, everything else
-    from ``bus_class``. The same class is returned for the same ``bus_class``.
+    :class:`DjangoEventBus` for :class:`~eventbus.EventBus`, :class:`DjangoRecordingBus`
+    for :class:`~eventbus.testing.RecordingBus`, and ``bus_class`` itself when it is a
+    :class:`DjangoEventBus` (a project's own bus class derives from one of those two).
+
+    Raises:
+        ImproperlyConfigured: any other class: the project's bus must be a
+            :class:`DjangoEventBus` (lazy connection, declared handlers).
     """
-    if bus_class is EventBus:
-        return DjangoEventBus
     if issubclass(bus_class, DjangoEventBus):
         return bus_class
-    with _registry.lock:
-        known = _combined.get(bus_class)
-        if known is None:
-            namespace: dict[str, Any] = {
-                "__module__": __name__,
-                "__doc__": (
-                    f"The project's bus: :class:`DjangoEventBus` over "
-                    f":class:`{bus_class.__module__}.{bus_class.__qualname__}`."
-                ),
-                "_handlers_in_caller_thread": is_recording(bus_class),
-            }
-            made = type(f"Django{bus_class.__name__}", (DjangoEventBus, bus_class), namespace)
-            known = _combined[bus_class] = cast("type[DjangoEventBus]", made)
-        return known
+    if bus_class is EventBus:
+        return DjangoEventBus
+    if bus_class is RecordingBus:
+        return DjangoRecordingBus
+    name = f"{bus_class.__module__}.{bus_class.__qualname__}"
+    raise ImproperlyConfigured(
+        f"settings.EVENTBUS: BUS_CLASS {name} is not a DjangoEventBus: derive it from "
+        "eventbus.contrib.django.DjangoEventBus (or, for a recording bus, from "
+        "eventbus.contrib.django.project.DjangoRecordingBus)"
+    )
 
 
 class _Project:
@@ -472,13 +482,13 @@ def get_bus() -> DjangoEventBus:
     """The project's bus, built from ``settings.EVENTBUS`` on first call (no I/O).
 
     A :class:`DjangoEventBus`; with ``EVENTBUS["BUS_CLASS"]`` an instance of that class
-    too (see :func:`project_bus_class`), e.g. a
-    :class:`~eventbus.testing.RecordingBus` in tests::
+    too (see :func:`project_bus_class`), e.g. a :class:`DjangoRecordingBus` in tests::
 
         get_bus().assert_published("photo.uploaded", where={"photoId": 7})
 
     Raises:
-        ImproperlyConfigured: the setting is missing or invalid.
+        ImproperlyConfigured: the setting is missing or invalid (or its ``BUS_CLASS``
+            has no project bus class, see :func:`project_bus_class`).
     """
     current = _project.bus
     if current is not None:
