@@ -1,14 +1,27 @@
-"""The one interface between the bus and a transport (memory, Redis, the gateway).
+"""The interface between the bus and a transport (memory, Redis, the gateway).
 
 The bus never names a concrete transport: it builds one from a URL
-(:func:`eventbus._transports.create_transport`) and talks to it only through
-:class:`Transport`. A transport moves opaque bytes on named channels and keeps
-presence and client records; everything about events (encoding, matching,
-filtering, dispatch) stays in the bus.
+(:func:`eventbus._transports.create_transport`) and talks to it only through the
+three capabilities defined here, each as narrow as its callers need:
 
-Channels and keys are full names built by :class:`eventbus._core.keyspace.Keyspace`,
-prefix included. The transport delivers every message it receives, from its own
-listener thread, to the :class:`MessageSink` given to :meth:`Transport.start`.
+* :class:`Transport`, pub/sub plus liveness: what every transport does and what the
+  publish path and the listener need. The transport delivers every message it
+  receives, from its own listener thread, to the :class:`MessageSink` given to
+  :meth:`Transport.start`.
+* :class:`PresenceStore` (``transport.presence``): room members and the registry of
+  live buses, expiring records the heartbeat refreshes.
+* :class:`GroupStore` (``transport.groups``): the streams behind durable groups; an
+  optional capability, None where the transport has none (the ``http(s)://``
+  gateway), and the bus refuses a group subscription there.
+
+A transport moves opaque bytes on named channels and keys; everything about events
+(encoding, matching, filtering, dispatch) stays in the bus. Channels and keys are
+full names built by :class:`eventbus._core.keyspace.Keyspace`, prefix included.
+
+What a transport hides behind these protocols is its own business: how many
+connections it keeps, to which servers, and how it follows a server that moves. A
+Redis Sentinel or Cluster topology is another implementation of the same three
+protocols (see :mod:`eventbus._transports.redis`), never a change to the bus.
 """
 
 from __future__ import annotations
@@ -19,18 +32,33 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from eventbus._models import DeadLetter, GroupInfo
+
 __all__ = [
     "ClientRecord",
-    "DeadLetter",
-    "GroupInfo",
     "GroupStore",
     "LinkEvent",
     "LinkState",
     "MessageSink",
+    "PresenceStore",
     "StreamEntry",
     "StreamTarget",
     "Transport",
+    "TransportState",
 ]
+
+
+class TransportState(enum.Enum):
+    """Where a transport is in its life: ``NEW`` -> ``STARTED`` -> ``STOPPED``.
+
+    A transport is started once and stopped once; a stopped one is not started again
+    (the bus makes a new transport for each connection). The values are the words
+    error messages use (``"the Redis transport is stopped"``).
+    """
+
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
 
 
 class LinkState(enum.Enum):
@@ -94,9 +122,41 @@ class MessageSink(Protocol):
         """Take a change of the listener's link (lost, renewed)."""
 
 
+class PresenceStore(Protocol):
+    """Room members and the client registry: expiring records, refreshed by the
+    heartbeat and pruned when read.
+
+    Each record set is a sorted set of members (by expiry) plus a hash of their info
+    documents, named by :class:`eventbus._core.keyspace.Keyspace` (both keys share a
+    hash tag). Thread-safety and errors as for :class:`Transport`.
+    """
+
+    def presence_set(
+        self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
+    ) -> None:
+        """Add or refresh ``member`` in a room for ``ttl`` seconds, with its ``info``."""
+
+    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
+        """Remove ``member`` from a room now."""
+
+    def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
+        """Live members of a room, expired ones pruned; sorted, each once."""
+
+    def client_set(
+        self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
+    ) -> None:
+        """Register or refresh a live bus for ``ttl`` seconds, with its ``info``."""
+
+    def client_remove(self, zset_key: str, hash_key: str, client_id: str, timeout: float) -> None:
+        """Remove a bus's registration now."""
+
+    def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
+        """Every live registered bus, expired ones pruned."""
+
+
 @runtime_checkable
 class Transport(Protocol):
-    """A pub/sub link plus presence storage; one per bus.
+    """A pub/sub link with a listener thread; one per bus.
 
     Thread-safety: every method may be called from any thread, concurrently, except
     that :meth:`start` and :meth:`stop` are called once each by the bus.
@@ -106,6 +166,14 @@ class Transport(Protocol):
 
     #: URL scheme(s) this transport serves, for messages and ``health_check``.
     name: str
+
+    @property
+    def presence(self) -> PresenceStore:
+        """Room members and the client registry, on the same server(s)."""
+
+    @property
+    def groups(self) -> GroupStore | None:
+        """The streams behind durable groups, or None if this transport has none."""
 
     def start(self, sink: MessageSink) -> None:
         """Connect, start the listener thread, and deliver messages to ``sink``.
@@ -150,28 +218,6 @@ class Transport(Protocol):
     def link_up(self) -> bool:
         """Whether the listener's link works now (False while it reconnects)."""
 
-    def presence_set(
-        self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
-    ) -> None:
-        """Add or refresh ``member`` in a room for ``ttl`` seconds, with its ``info``."""
-
-    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
-        """Remove ``member`` from a room now."""
-
-    def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
-        """Live members of a room, expired ones pruned; sorted, each once."""
-
-    def client_set(
-        self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
-    ) -> None:
-        """Register or refresh a live bus for ``ttl`` seconds, with its ``info``."""
-
-    def client_remove(self, zset_key: str, hash_key: str, client_id: str, timeout: float) -> None:
-        """Remove a bus's registration now."""
-
-    def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
-        """Every live registered bus, expired ones pruned."""
-
 
 # -- durable groups (Redis Streams) -------------------------------------------------------
 
@@ -204,55 +250,9 @@ class StreamEntry:
     deliveries: int
 
 
-@attrs.frozen(kw_only=True)
-class DeadLetter:
-    """One entry of a group's dead-letter stream.
-
-    Attributes:
-        id: the dead-letter stream's entry id.
-        source_id: the entry id it had in the group stream.
-        payload: the envelope.
-        error: the last error, as text.
-        deliveries: how many times it was delivered before it was given up.
-        consumer: the consumer that gave it up.
-    """
-
-    id: str
-    source_id: str
-    payload: bytes
-    error: str
-    deliveries: int
-    consumer: str
-
-
-@attrs.frozen(kw_only=True)
-class GroupInfo:
-    """The state of one group's stream (for ``eventbus groups`` and health).
-
-    Attributes:
-        length: entries in the stream now.
-        pending: entries delivered and not acknowledged.
-        consumers: consumers the group knows.
-        lag: entries not yet delivered to the group; None when the server cannot tell.
-        oldest_pending_age: seconds since the oldest pending entry was delivered.
-        dead_letters: entries in the dead-letter stream.
-        trimmed_unread: entries retention trimmed from the stream before the group read
-            them, not yet taken by :meth:`GroupStore.group_take_lost`; None when the
-            server cannot tell.
-    """
-
-    length: int
-    pending: int
-    consumers: int
-    lag: int | None
-    oldest_pending_age: float | None
-    dead_letters: int
-    trimmed_unread: int | None = None
-
-
 class GroupStore(Protocol):
-    """Stream operations behind durable groups; transports implement it beside
-    :class:`Transport`.
+    """Stream operations behind durable groups: ``transport.groups`` of a transport
+    that has them.
 
     A group ``G`` has a stream (one entry per routed event), a consumer group of the
     same name on it, and a dead-letter stream. Keys come from
