@@ -256,6 +256,38 @@ def test_client_kill_is_reported_and_subscriptions_are_renewed(
     sink.wait_payload(b"again")
 
 
+def test_disconnecting_the_pools_moves_publisher_listener_and_group_reads_together(
+    redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
+) -> None:
+    """The seam a Sentinel switch will use: one ``disconnect()`` of the pools ends a
+    blocked group read with a connection error, the listener renews its link (reported
+    as a gap), and the next publish opens a fresh connection."""
+    transport, sink = make_transport(redis_url)
+    channel, stream = names("c"), names("{g}:s")
+    transport.subscribe([channel], timeout=5.0)
+    transport.groups.group_create(stream, "g", "$", timeout=2.0)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            transport.groups.group_read(stream, "g", "c", 10, block=WAIT)
+        except TransportConnectionError as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(
+        lambda: any(c["cmd"] == "xreadgroup" for c in redis_client.client_list()),
+        "the read blocking",
+    )
+    transport._pools.disconnect()
+    reader.join(WAIT)
+    assert len(failures) == 1
+    sink.wait_links(LinkState.DISCONNECTED, LinkState.RECONNECTED)
+    assert transport.publish(channel, b"after", timeout=2.0) == 1
+    sink.wait_payload(b"after")
+
+
 def test_publish_survives_killed_idle_connections_without_duplicates(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
 ) -> None:

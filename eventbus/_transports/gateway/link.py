@@ -363,8 +363,11 @@ class GatewayLink:
                     self._renew(cfg.timeout)
                 except GatewayRefusedError as exc:
                     logger.error("renewing subscriptions through the gateway failed: %s", exc)
-                except TransportError as exc:
-                    logger.info("gateway reconnect attempt %d failed: %s", attempt, exc)
+                except Exception as exc:
+                    if isinstance(exc, TransportError):
+                        logger.info("gateway reconnect attempt %d failed: %s", attempt, exc)
+                    else:  # a bug, not an outage: loudly, and keep trying
+                        logger.exception("gateway reconnect attempt %d failed", attempt)
                     if cfg.reconnection_attempts and attempt >= cfg.reconnection_attempts:
                         logger.error(
                             "gave up reconnecting to the gateway after %d attempts", attempt
