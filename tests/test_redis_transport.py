@@ -1,4 +1,5 @@
-"""The Redis transport against a real redis-server (DESIGN §5, §6, §11).
+"""The Redis transport against a real redis-server (docs/decisions.md, "Transports";
+docs/failure-modes.md).
 
 Delivery is awaited on a condition with a deadline, never with a sleep. Tests that
 kill, pause or restart a server use ``redis_server_factory``, never the session server.

@@ -104,7 +104,9 @@ class MessageSink(Protocol):
     """What a transport reports to; implemented by the bus.
 
     Both methods are called from the transport's listener thread and must not block:
-    the bus only decodes, matches and enqueues there.
+    the bus only decodes, matches and enqueues there. Calls never overlap: a transport
+    with several connections (one per Cluster node) serves them all from one listener
+    thread, or otherwise hands the sink one message at a time.
     """
 
     def on_message(self, key: str, channel: str, payload: bytes) -> None:
@@ -185,16 +187,20 @@ class Transport(Protocol):
     def stop(self, timeout: float) -> None:
         """Stop the listener (joining it within ``timeout``) and close connections."""
 
-    def publish(self, channel: str, payload: bytes, timeout: float) -> int:
-        """Send one message; return how many subscriptions received it.
+    def publish(self, channel: str, payload: bytes, timeout: float) -> int | None:
+        """Send one message; return how many subscriptions received it, or None where
+        the server cannot count them (sharded pub/sub on a Cluster counts one node's).
 
         Raises:
             PublishTimeoutError: no answer within ``timeout`` seconds.
             TransportConnectionError: the server cannot be reached.
         """
 
-    def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
-        """Send several messages in order in one round trip; receivers per message."""
+    def publish_many(
+        self, messages: Sequence[tuple[str, bytes]], timeout: float
+    ) -> Sequence[int | None]:
+        """Send several messages in order in one round trip (where the server allows);
+        receivers per message, as :meth:`publish` counts them."""
 
     def subscribe(self, channels: Sequence[str], timeout: float) -> None:
         """Subscribe to exact channels; returns once the server confirmed them."""
@@ -262,16 +268,18 @@ class GroupStore(Protocol):
 
     def route(
         self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
-    ) -> int:
+    ) -> int | None:
         """PUBLISH ``payload`` on ``channel`` and append it to every target stream, in
-        one round trip; return the PUBLISH's receivers."""
+        one round trip where they share a server; return the receivers, as
+        :meth:`Transport.publish` counts them."""
 
     def route_many(
         self,
         messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
         timeout: float,
-    ) -> list[int]:
-        """:meth:`route` for several messages, in order, in one round trip."""
+    ) -> Sequence[int | None]:
+        """:meth:`route` for several messages, in order, in one round trip where they
+        share a server."""
 
     def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
         """Create the consumer group (and the stream if missing); False if it existed.
