@@ -103,10 +103,11 @@ class ClientRecord:
 class MessageSink(Protocol):
     """What a transport reports to; implemented by the bus.
 
-    Both methods are called from the transport's listener thread and must not block:
-    the bus only decodes, matches and enqueues there. Calls never overlap: a transport
-    with several connections (one per Cluster node) serves them all from one listener
-    thread, or otherwise hands the sink one message at a time.
+    Both methods are called from the transport's listener thread(s) and must not
+    block: the bus only decodes, matches and enqueues there. :meth:`on_message` is never
+    called concurrently with itself: a transport with several connections (one per
+    Cluster node) serves them all from one listener thread, or otherwise hands the sink
+    one message at a time.
     """
 
     def on_message(self, key: str, channel: str, payload: bytes) -> None:
