@@ -20,9 +20,10 @@ docs/decisions.md, "The listener's watchdog", and docs/failure-modes.md).
 
 The listener borrows its two pools from
 :class:`~eventbus._transports.redis.pools.RedisPools` and knows nothing else of the
-transport: a Cluster transport runs one listener per node, and on a Sentinel switch
-the pools' :meth:`~eventbus._transports.redis.pools.RedisPools.disconnect` makes it
-renew its link on the new master.
+transport. On a Sentinel switch the pools'
+:meth:`~eventbus._transports.redis.pools.RedisPools.disconnect` makes it renew its link
+on the new master, with the rest of the transport; a Cluster listener is this one with
+one PubSub per node, read from the same single thread.
 """
 
 from __future__ import annotations

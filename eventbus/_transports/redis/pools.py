@@ -35,8 +35,10 @@ one answer in one object:
 * *Cluster* (several nodes, sharded pub/sub) keeps one set of pools per node and
   answers "which pool for this channel / this stream" by the key's hash slot (the keys
   of one group or one room share a hash tag, so each script and each group exchange
-  stays on one node); a Cluster transport runs one listener per node that owns
-  subscribed slots, each borrowing that node's pools.
+  stays on one node). Its listener holds one PubSub per node that owns subscribed
+  slots, each on that node's pools, and serves them all from one thread (the sink's
+  ``on_message`` calls must not overlap); a slot map refresh re-points the pools and
+  resubscribes what moved.
 """
 
 from __future__ import annotations
