@@ -157,6 +157,7 @@ class GatewayLink:
             first=config.reconnection_delay,
             cap=max(_BACKOFF_CAP, config.reconnection_delay),
         )
+        #: Where the link is in its life (the transport's state: it opens once).
         self.state = TransportState.NEW
         self._lock = threading.Lock()  # open and close
         self._report_lock = threading.Lock()
