@@ -39,9 +39,11 @@ from eventbus._errors import (
 from eventbus._models import (
     CheckResult,
     ClientInfo,
+    DeadLetter,
     Event,
     EventBusStats,
     Gap,
+    GroupInfo,
     GroupStats,
     HealthCheckResult,
     HealthStatus,
@@ -51,7 +53,6 @@ from eventbus._models import (
 from eventbus._runtime.bus import EventBus
 from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.subscription import Subscription
-from eventbus._transports.base import DeadLetter, GroupInfo
 
 __version__ = "0.1.0.dev0"
 

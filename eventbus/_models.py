@@ -1,4 +1,5 @@
-"""Value classes handed to users: events, results, health and statistics snapshots.
+"""Value classes handed to users: events, results, health and statistics snapshots,
+and the state and dead letters of durable groups.
 
 All are frozen, keyword-only attrs classes; change one with :func:`attrs.evolve`.
 """
@@ -14,9 +15,11 @@ import attrs
 __all__ = [
     "CheckResult",
     "ClientInfo",
+    "DeadLetter",
     "Event",
     "EventBusStats",
     "Gap",
+    "GroupInfo",
     "GroupStats",
     "HealthCheckResult",
     "HealthStatus",
@@ -315,3 +318,49 @@ class EventBusStats:
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-serialisable data."""
         return attrs.asdict(self, recurse=True)
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetter:
+    """One entry of a group's dead-letter stream.
+
+    Attributes:
+        id: the dead-letter stream's entry id.
+        source_id: the entry id it had in the group stream.
+        payload: the envelope.
+        error: the last error, as text.
+        deliveries: how many times it was delivered before it was given up.
+        consumer: the consumer that gave it up.
+    """
+
+    id: str
+    source_id: str
+    payload: bytes
+    error: str
+    deliveries: int
+    consumer: str
+
+
+@attrs.frozen(kw_only=True)
+class GroupInfo:
+    """The state of one group's stream (for ``eventbus groups`` and health).
+
+    Attributes:
+        length: entries in the stream now.
+        pending: entries delivered and not acknowledged.
+        consumers: consumers the group knows.
+        lag: entries not yet delivered to the group; None when the server cannot tell.
+        oldest_pending_age: seconds since the oldest pending entry was delivered.
+        dead_letters: entries in the dead-letter stream.
+        trimmed_unread: entries retention trimmed from the stream before the group read
+            them and not yet reported as lost by a consumer (each loss is reported
+            once, in ``group_entries_lost``); None when the server cannot tell.
+    """
+
+    length: int
+    pending: int
+    consumers: int
+    lag: int | None
+    oldest_pending_age: float | None
+    dead_letters: int
+    trimmed_unread: int | None = None

@@ -32,14 +32,13 @@ class _NullSink:
 
 @pytest.fixture
 def store(transport_url: str) -> Iterator[Any]:
-    """A started transport of the parametrized kind, stopped at teardown."""
+    """The group store of a started transport of the parametrized kind, stopped at
+    teardown."""
     if transport_url.startswith("memory://"):
         transport: Any = MemoryTransport.from_url(transport_url)
     else:
         from eventbus._transports.redis.transport import RedisTransport
 
-        if not hasattr(RedisTransport, "group_read"):
-            pytest.skip("the Redis GroupStore is not built yet")
         tag = uuid.uuid4().hex[:8]
         transport = RedisTransport(
             redis_config_from_url(transport_url),
@@ -48,7 +47,7 @@ def store(transport_url: str) -> Iterator[Any]:
         )
     transport.start(_NullSink())
     try:
-        yield transport
+        yield transport.groups
     finally:
         transport.stop(5.0)
 

@@ -26,11 +26,6 @@ _names = itertools.count(1)
 @pytest.fixture
 def make_bus(transport_url: str) -> Iterator[BusFactory]:
     """Connected buses on the test's broker; all disconnected at teardown."""
-    if transport_url.startswith("redis"):
-        from eventbus._transports.redis.transport import RedisTransport
-
-        if not hasattr(RedisTransport, "group_read"):
-            pytest.skip("the Redis GroupStore is not built yet")
     buses: list[EventBus] = []
 
     def make(service_name: str | None = None, **options: Any) -> EventBus:

@@ -102,13 +102,13 @@ def group() -> Group:
 def fill(transport: RedisTransport, group: Group, count: int, *, maxlen: int | None = None) -> None:
     """Route ``count`` events (payloads ``p0``, ``p1``...) into the group's stream."""
     target = [StreamTarget(stream=group.stream, maxlen=maxlen)]
-    transport.route_many([("nobody", b"p%d" % i, target) for i in range(count)], T)
+    transport.groups.route_many([("nobody", b"p%d" % i, target) for i in range(count)], T)
 
 
 def read_all(transport: RedisTransport, group: Group, consumer: str) -> list[StreamEntry]:
     """Everything still undelivered, read by ``consumer`` without waiting."""
     entries: list[StreamEntry] = []
-    while batch := transport.group_read(group.stream, group.name, consumer, 100, block=0):
+    while batch := transport.groups.group_read(group.stream, group.name, consumer, 100, block=0):
         entries += batch
     return entries
 
@@ -119,10 +119,13 @@ def pending(client: redis.Redis, group: Group) -> list[tuple[str, str, int]]:
     return [(r["message_id"].decode(), r["consumer"].decode(), r["times_delivered"]) for r in rows]
 
 
-def test_the_redis_transport_has_every_group_store_method() -> None:
+def test_the_redis_transport_has_every_group_store_method(
+    redis_url: str, make_transport: Factory
+) -> None:
     wanted = {n for n in vars(GroupStore) if not n.startswith("_")}
     assert wanted
-    assert {n for n in wanted if callable(getattr(RedisTransport, n, None))} == wanted
+    groups = make_transport(redis_url).groups
+    assert {n for n in wanted if callable(getattr(groups, n, None))} == wanted
 
 
 # -- routing ------------------------------------------------------------------------------
@@ -137,12 +140,12 @@ def test_route_publishes_and_appends_to_every_target_stream(
     transport.subscribe([channel], T)
     other = group.keyspace.group_stream("indexer")
     targets = [StreamTarget(stream=group.stream), StreamTarget(stream=other)]
-    assert transport.route(channel, b"env-1", targets, T) == 1
+    assert transport.groups.route(channel, b"env-1", targets, T) == 1
     wait_for(lambda: sink.payloads == [b"env-1"], WAIT, "the PUBLISH")
     for stream in (group.stream, other):
         assert [f for _, f in redis_client.xrange(stream)] == [{b"e": b"env-1"}]
     # several messages, each with its own targets, in order; receivers per message
-    counts = transport.route_many(
+    counts = transport.groups.route_many(
         [(channel, b"env-2", targets), ("elsewhere", b"env-3", targets[:1]), (channel, b"4", [])],
         T,
     )
@@ -150,7 +153,7 @@ def test_route_publishes_and_appends_to_every_target_stream(
     assert [f[b"e"] for _, f in redis_client.xrange(group.stream)] == [b"env-1", b"env-2", b"env-3"]
     assert [f[b"e"] for _, f in redis_client.xrange(other)] == [b"env-1", b"env-2"]
     wait_for(lambda: sink.payloads == [b"env-1", b"env-2", b"4"], WAIT, "both PUBLISHes")
-    assert transport.route_many([], T) == []
+    assert transport.groups.route_many([], T) == []
 
 
 def test_route_trims_a_stream_with_maxlen_approximately(
@@ -170,7 +173,7 @@ def test_route_refused_by_redis_raises_after_carrying_out_the_rest(
     redis_client.set(group.dlq, b"not a stream")
     good, bad = StreamTarget(stream=group.stream), StreamTarget(stream=group.dlq)
     with pytest.raises(TransportError, match="WRONGTYPE") as info:
-        transport.route("c", b"x", [bad, good], T)
+        transport.groups.route("c", b"x", [bad, good], T)
     assert isinstance(info.value.__cause__, redis.ResponseError)
     assert redis_client.xlen(group.stream) == 1
 
@@ -182,48 +185,48 @@ def test_group_create_makes_the_stream_and_is_idempotent(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    assert transport.group_create(group.stream, group.name, "$", T) is True
+    assert transport.groups.group_create(group.stream, group.name, "$", T) is True
     assert redis_client.type(group.stream) == b"stream"
-    assert transport.group_create(group.stream, group.name, "$", T) is False
+    assert transport.groups.group_create(group.stream, group.name, "$", T) is False
     fill(transport, group, 2)
     # start "0": a group created after entries arrived gets them too
-    assert transport.group_create(group.stream, "late", "0", T) is True
+    assert transport.groups.group_create(group.stream, "late", "0", T) is True
     assert [e.payload for e in read_all(transport, attrs.evolve(group, name="late"), "c")] == [
         b"p0",
         b"p1",
     ]
     with pytest.raises(TransportError, match="ID"):
-        transport.group_create(group.stream, "bad", "not-an-id", T)
+        transport.groups.group_create(group.stream, "bad", "not-an-id", T)
 
 
 def test_read_returns_new_entries_once_each_with_one_delivery(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 3)
-    first = transport.group_read(group.stream, group.name, "c1", 2, block=0)
+    first = transport.groups.group_read(group.stream, group.name, "c1", 2, block=0)
     assert [(e.payload, e.deliveries) for e in first] == [(b"p0", 1), (b"p1", 1)]
     assert [e.id for e in first] == [i.decode() for i, _ in redis_client.xrange(group.stream)][:2]
-    rest = transport.group_read(group.stream, group.name, "c1", 10, block=0.05)
+    rest = transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.05)
     assert [e.payload for e in rest] == [b"p2"]
-    assert transport.group_read(group.stream, group.name, "c1", 10, block=0) == []
+    assert transport.groups.group_read(group.stream, group.name, "c1", 10, block=0) == []
 
 
 def test_competing_consumers_never_get_the_same_entry(
     redis_url: str, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 1000)
     got: dict[str, list[str]] = {"a": [], "b": []}
     start = threading.Barrier(2)
 
     def consume(consumer: str) -> None:
         start.wait()
-        while batch := transport.group_read(group.stream, group.name, consumer, 7, block=0):
+        while batch := transport.groups.group_read(group.stream, group.name, consumer, 7, block=0):
             got[consumer] += [e.id for e in batch]
-            transport.group_ack(group.stream, group.name, [e.id for e in batch], T)
+            transport.groups.group_ack(group.stream, group.name, [e.id for e in batch], T)
 
     threads = [threading.Thread(target=consume, args=(c,)) for c in got]
     for thread in threads:
@@ -241,14 +244,14 @@ def test_ack_removes_entries_from_pending(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 3)
     ids = [e.id for e in read_all(transport, group, "c1")]
     assert len(pending(redis_client, group)) == 3
-    assert transport.group_ack(group.stream, group.name, ids[:2], T) == 2
+    assert transport.groups.group_ack(group.stream, group.name, ids[:2], T) == 2
     assert pending(redis_client, group) == [(ids[2], "c1", 1)]
-    assert transport.group_ack(group.stream, group.name, ids[:2], T) == 0  # not pending now
-    assert transport.group_ack(group.stream, group.name, [], T) == 0
+    assert transport.groups.group_ack(group.stream, group.name, ids[:2], T) == 0  # not pending now
+    assert transport.groups.group_ack(group.stream, group.name, [], T) == 0
 
 
 def test_entries_without_an_envelope_are_acknowledged_and_logged(
@@ -259,11 +262,11 @@ def test_entries_without_an_envelope_are_acknowledged_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     foreign = redis_client.xadd(group.stream, {b"other": b"x"}).decode()
     fill(transport, group, 1)
     with caplog.at_level(logging.WARNING, logger="eventbus.transport"):
-        entries = transport.group_read(group.stream, group.name, "c1", 10, block=0)
+        entries = transport.groups.group_read(group.stream, group.name, "c1", 10, block=0)
     assert [e.payload for e in entries] == [b"p0"]
     assert foreign in caplog.text
     assert [p[0] for p in pending(redis_client, group)] == [entries[0].id]
@@ -272,11 +275,11 @@ def test_entries_without_an_envelope_are_acknowledged_and_logged(
 def test_registry_set_and_all(redis_url: str, make_transport: Factory, group: Group) -> None:
     transport = make_transport(redis_url)
     key = group.keyspace.groups_registry
-    assert transport.registry_all(key, T) == {}
-    transport.registry_set(key, "thumbnailer", b'{"pattern":"photo.*"}', T)
-    transport.registry_set(key, "indexer", b'{"pattern":"#"}', T)
-    transport.registry_set(key, "indexer", b'{"pattern":"doc.*"}', T)
-    assert transport.registry_all(key, T) == {
+    assert transport.groups.registry_all(key, T) == {}
+    transport.groups.registry_set(key, "thumbnailer", b'{"pattern":"photo.*"}', T)
+    transport.groups.registry_set(key, "indexer", b'{"pattern":"#"}', T)
+    transport.groups.registry_set(key, "indexer", b'{"pattern":"doc.*"}', T)
+    assert transport.groups.registry_all(key, T) == {
         "thumbnailer": b'{"pattern":"photo.*"}',
         "indexer": b'{"pattern":"doc.*"}',
     }
@@ -289,10 +292,10 @@ def test_a_dead_consumers_entry_is_claimed_after_min_idle_counting_deliveries(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 2)
     held = read_all(transport, group, "dead")
-    claim = transport.group_claim
+    claim = transport.groups.group_claim
     assert claim(group.stream, group.name, "live", IDLE, 10, T) == ([], [])  # not idle yet
     time.sleep(IDLE)  # the idle time is the scenario
     entries, gone = claim(group.stream, group.name, "live", IDLE, 1, T)  # count respected
@@ -312,12 +315,14 @@ def test_claim_leaves_excluded_entries_alone_and_they_do_not_use_up_the_count(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 3)
     held = read_all(transport, group, "me")
     time.sleep(IDLE)
     running = [held[0].id, held[1].id]  # still being handled by "me": slow, not dead
-    entries, gone = transport.group_claim(group.stream, group.name, "me", IDLE, 1, T, running)
+    entries, gone = transport.groups.group_claim(
+        group.stream, group.name, "me", IDLE, 1, T, running
+    )
     assert (entries, gone) == ([attrs.evolve(held[2], deliveries=2)], [])
     assert pending(redis_client, group) == [
         (held[0].id, "me", 1),
@@ -332,19 +337,19 @@ def test_claim_reports_and_acknowledges_pending_entries_whose_data_was_trimmed(
     """Redis 7.0: XCLAIM returns only the entries that still exist and drops the
     others from the pending list; group_claim names those others."""
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 4)
     held = read_all(transport, group, "dead")
     redis_client.xdel(group.stream, held[1].id)
     redis_client.xtrim(group.stream, minid=held[3].id, approximate=False)  # held[0], held[2]
     time.sleep(IDLE)
-    entries, gone = transport.group_claim(group.stream, group.name, "live", IDLE, 10, T)
+    entries, gone = transport.groups.group_claim(group.stream, group.name, "live", IDLE, 10, T)
     assert entries == [attrs.evolve(held[3], deliveries=2)]
     assert gone == [held[0].id, held[1].id, held[2].id]
     assert pending(redis_client, group) == [(held[3].id, "live", 2)]
     # reported once: they are no longer pending
     time.sleep(IDLE)
-    assert transport.group_claim(group.stream, group.name, "x", IDLE, 10, T)[1] == []
+    assert transport.groups.group_claim(group.stream, group.name, "x", IDLE, 10, T)[1] == []
 
 
 def test_claim_on_a_missing_group_raises_group_missing(
@@ -352,7 +357,7 @@ def test_claim_on_a_missing_group_raises_group_missing(
 ) -> None:
     transport = make_transport(redis_url)
     with pytest.raises(GroupMissingError):
-        transport.group_claim(group.stream, group.name, "c", IDLE, 10, T)
+        transport.groups.group_claim(group.stream, group.name, "c", IDLE, 10, T)
 
 
 # -- dead letters ------------------------------------------------------------------------
@@ -362,14 +367,16 @@ def test_dead_letter_moves_and_acknowledges_then_replay_and_purge(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 3)
     held = read_all(transport, group, "c1")
     bad = attrs.evolve(held[1], deliveries=5)
-    transport.dead_letter(group.stream, group.name, group.dlq, bad, "c1", "ValueError: boom", T)
+    transport.groups.dead_letter(
+        group.stream, group.name, group.dlq, bad, "c1", "ValueError: boom", T
+    )
     assert [p[0] for p in pending(redis_client, group)] == [held[0].id, held[2].id]
     assert redis_client.xlen(group.stream) == 3  # kept, acknowledged, trimmed later
-    (letter,) = transport.dead_letters(group.dlq, 10, T)
+    (letter,) = transport.groups.dead_letters(group.dlq, 10, T)
     assert (letter.source_id, letter.payload, letter.error) == (
         held[1].id,
         b"p1",
@@ -378,23 +385,23 @@ def test_dead_letter_moves_and_acknowledges_then_replay_and_purge(
     assert (letter.deliveries, letter.consumer) == (5, "c1")
     assert redis_client.xrange(group.dlq)[0][1][b"g"] == group.name.encode()
     # replay: appended as a new entry, read again, gone from the dead letters
-    assert transport.replay(group.dlq, group.stream, None, T) == 1
-    assert transport.dead_letters(group.dlq, 10, T) == []
-    (again,) = transport.group_read(group.stream, group.name, "c2", 10, block=0)
+    assert transport.groups.replay(group.dlq, group.stream, None, T) == 1
+    assert transport.groups.dead_letters(group.dlq, 10, T) == []
+    (again,) = transport.groups.group_read(group.stream, group.name, "c2", 10, block=0)
     assert (again.payload, again.deliveries) == (b"p1", 1)
     assert again.id > held[2].id
     # replay of chosen ids only, skipping unknown ones; then purge
     for entry in (held[0], held[2]):
-        transport.dead_letter(group.stream, group.name, group.dlq, entry, "c1", "err", T)
-    first, second = transport.dead_letters(group.dlq, 10, T)
-    assert transport.dead_letters(group.dlq, 1, T) == [first]
-    assert transport.replay(group.dlq, group.stream, [second.id, "1-1"], T) == 1
+        transport.groups.dead_letter(group.stream, group.name, group.dlq, entry, "c1", "err", T)
+    first, second = transport.groups.dead_letters(group.dlq, 10, T)
+    assert transport.groups.dead_letters(group.dlq, 1, T) == [first]
+    assert transport.groups.replay(group.dlq, group.stream, [second.id, "1-1"], T) == 1
     with pytest.raises(TransportError, match="Invalid stream ID"):
-        transport.replay(group.dlq, group.stream, ["not-an-id"], T)
-    assert transport.dead_letters(group.dlq, 10, T) == [first]
-    assert transport.purge(group.dlq, T) == 1
+        transport.groups.replay(group.dlq, group.stream, ["not-an-id"], T)
+    assert transport.groups.dead_letters(group.dlq, 10, T) == [first]
+    assert transport.groups.purge(group.dlq, T) == 1
     assert redis_client.exists(group.dlq) == 0
-    assert transport.purge(group.dlq, T) == 0
+    assert transport.groups.purge(group.dlq, T) == 0
     assert pending(redis_client, group) == [(again.id, "c2", 1)]
 
 
@@ -405,12 +412,12 @@ def test_replay_of_all_moves_every_dead_letter_in_chunks(
     redis_client.xadd(group.dlq, {b"other": b"no envelope"})  # left in place, not counted
     for i in range(1203):
         redis_client.xadd(group.dlq, {b"e": b"d%d" % i, b"src": b"1-1", b"err": b"e"})
-    assert transport.replay(group.dlq, group.stream, None, T) == 1203
+    assert transport.groups.replay(group.dlq, group.stream, None, T) == 1203
     assert redis_client.xlen(group.dlq) == 1
     payloads = [f[b"e"] for _, f in redis_client.xrange(group.stream)]
     assert payloads == [b"d%d" % i for i in range(1203)]
-    assert transport.replay(group.dlq, group.stream, None, T) == 0
-    assert transport.replay(group.dlq + "x", group.stream, None, T) == 0
+    assert transport.groups.replay(group.dlq, group.stream, None, T) == 0
+    assert transport.groups.replay(group.dlq + "x", group.stream, None, T) == 0
 
 
 def test_dead_letter_of_an_entry_another_consumer_claimed_is_skipped(
@@ -421,16 +428,16 @@ def test_dead_letter_of_an_entry_another_consumer_claimed_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 1)
     (entry,) = read_all(transport, group, "slow")
-    (claimed,), _ = transport.group_claim(group.stream, group.name, "fast", 0, 10, T)
+    (claimed,), _ = transport.groups.group_claim(group.stream, group.name, "fast", 0, 10, T)
     with caplog.at_level(logging.WARNING, logger="eventbus.transport"):
-        transport.dead_letter(group.stream, group.name, group.dlq, entry, "slow", "late", T)
+        transport.groups.dead_letter(group.stream, group.name, group.dlq, entry, "slow", "late", T)
     assert "no longer pending for 'slow'" in caplog.text
     assert redis_client.exists(group.dlq) == 0
     assert pending(redis_client, group) == [(entry.id, "fast", 2)]
-    transport.dead_letter(group.stream, group.name, group.dlq, claimed, "fast", "e", T)
+    transport.groups.dead_letter(group.stream, group.name, group.dlq, claimed, "fast", "e", T)
     assert redis_client.xlen(group.dlq) == 1
     assert pending(redis_client, group) == []
 
@@ -443,14 +450,14 @@ def test_dead_letter_after_the_group_vanished_still_keeps_the_event(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 1)
     (entry,) = read_all(transport, group, "c1")
     redis_client.flushall()
     with caplog.at_level(logging.WARNING, logger="eventbus.transport"):
-        transport.dead_letter(group.stream, group.name, group.dlq, entry, "c1", "boom", T)
+        transport.groups.dead_letter(group.stream, group.name, group.dlq, entry, "c1", "boom", T)
     assert "no longer exists" in caplog.text
-    assert [letter.payload for letter in transport.dead_letters(group.dlq, 10, T)] == [b"p0"]
+    assert [letter.payload for letter in transport.groups.dead_letters(group.dlq, 10, T)] == [b"p0"]
 
 
 # -- vanished streams and groups ---------------------------------------------------------
@@ -461,7 +468,7 @@ def test_read_from_a_vanished_stream_or_group_raises_group_missing(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group, vanish: str
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 1)
     if vanish == "del":
         redis_client.delete(group.stream)
@@ -470,14 +477,14 @@ def test_read_from_a_vanished_stream_or_group_raises_group_missing(
     else:
         redis_client.xgroup_destroy(group.stream, group.name)
     with pytest.raises(GroupMissingError) as info:
-        transport.group_read(group.stream, group.name, "c1", 10, block=0.05)
+        transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.05)
     assert (info.value.stream, info.value.group) == (group.stream, group.name)
     assert isinstance(info.value.__cause__, redis.ResponseError)
     # a publisher routing meanwhile recreates the stream, not the group
-    transport.route("c", b"after", [StreamTarget(stream=group.stream)], T)
+    transport.groups.route("c", b"after", [StreamTarget(stream=group.stream)], T)
     with pytest.raises(GroupMissingError):
-        transport.group_read(group.stream, group.name, "c1", 10, block=0)
-    assert transport.group_create(group.stream, group.name, "0", T) is True
+        transport.groups.group_read(group.stream, group.name, "c1", 10, block=0)
+    assert transport.groups.group_create(group.stream, group.name, "0", T) is True
     kept = [b"p0"] if vanish == "destroy" else []
     assert [e.payload for e in read_all(transport, group, "c1")] == [*kept, b"after"]
 
@@ -492,7 +499,7 @@ def test_a_blocked_read_raises_group_missing_when_its_stream_or_group_vanishes(
     unblocks = vanish == "destroy" or redis_version(redis_url) >= (7, 0)
     block = WAIT if unblocks else 1.0
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     outcome: list[BaseException | list[StreamEntry]] = []
     reader = threading.Thread(
         target=lambda: outcome.append(_attempt(transport, group, block=block)), daemon=True
@@ -512,7 +519,7 @@ def test_a_blocked_read_raises_group_missing_when_its_stream_or_group_vanishes(
         return
     assert outcome == [[]], "Redis < 7.0: the read ends at its block time, with nothing"
     with pytest.raises(GroupMissingError) as info:
-        transport.group_read(group.stream, group.name, "c1", 10, block=block)
+        transport.groups.group_read(group.stream, group.name, "c1", 10, block=block)
     assert (info.value.stream, info.value.group) == (group.stream, group.name)
 
 
@@ -521,7 +528,7 @@ def test_a_read_unblocked_by_client_unblock_is_a_plain_transport_error(
 ) -> None:
     """UNBLOCKED also answers CLIENT UNBLOCK ... ERROR: that is no lost group."""
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     outcome: list[Any] = []
     reader = threading.Thread(
         target=lambda: outcome.append(_attempt(transport, group, block=WAIT)), daemon=True
@@ -538,7 +545,7 @@ def test_a_read_unblocked_by_client_unblock_is_a_plain_transport_error(
 
 def _attempt(transport: RedisTransport, group: Group, block: float) -> Any:
     try:
-        return transport.group_read(group.stream, group.name, "c1", 10, block=block)
+        return transport.groups.group_read(group.stream, group.name, "c1", 10, block=block)
     except Exception as exc:
         return exc
 
@@ -554,10 +561,10 @@ def test_a_blocking_read_returns_after_its_block_time_when_nothing_arrives(
     redis_url: str, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url, socket_timeout=0.5)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     began = time.monotonic()
     # longer than the socket timeout: the read pool's own timeout covers the block
-    assert transport.group_read(group.stream, group.name, "c1", 10, block=0.8) == []
+    assert transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.8) == []
     assert 0.7 <= time.monotonic() - began < 2.0
 
 
@@ -565,7 +572,7 @@ def test_a_blocking_read_wakes_when_an_entry_is_added_from_another_connection(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     outcome: list[Any] = []
     reader = threading.Thread(
         target=lambda: outcome.append(_attempt(transport, group, block=WAIT)), daemon=True
@@ -583,7 +590,7 @@ def test_stop_ends_a_blocked_read_and_later_reads_are_refused(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     outcome: list[Any] = []
     reader = threading.Thread(
         target=lambda: outcome.append(_attempt(transport, group, block=WAIT)), daemon=True
@@ -594,9 +601,9 @@ def test_stop_ends_a_blocked_read_and_later_reads_are_refused(
     reader.join(WAIT)
     assert isinstance(outcome[0], TransportConnectionError), outcome
     with pytest.raises(BusStateError):
-        transport.group_read(group.stream, group.name, "c1", 10, block=0.1)
+        transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.1)
     with pytest.raises(BusStateError):
-        transport.group_ack(group.stream, group.name, ["1-1"], T)
+        transport.groups.group_ack(group.stream, group.name, ["1-1"], T)
 
 
 # -- group_info ----------------------------------------------------------------------------
@@ -606,17 +613,17 @@ def test_group_info_of_a_known_scenario(
     redis_url: str, make_transport: Factory, group: Group
 ) -> None:
     transport = make_transport(redis_url)
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.length, info.pending, info.consumers, info.dead_letters) == (0, 0, 0, 0)
     assert (info.lag, info.oldest_pending_age) == (0, None)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 6)
-    one = transport.group_read(group.stream, group.name, "c1", 3, block=0)
-    transport.group_ack(group.stream, group.name, [one[0].id], T)
-    (two,) = transport.group_read(group.stream, group.name, "c2", 1, block=0)
-    transport.dead_letter(group.stream, group.name, group.dlq, two, "c2", "boom", T)
+    one = transport.groups.group_read(group.stream, group.name, "c1", 3, block=0)
+    transport.groups.group_ack(group.stream, group.name, [one[0].id], T)
+    (two,) = transport.groups.group_read(group.stream, group.name, "c2", 1, block=0)
+    transport.groups.dead_letter(group.stream, group.name, group.dlq, two, "c2", "boom", T)
     time.sleep(0.1)  # the age of the oldest pending entry is what is measured
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.length, info.pending, info.consumers, info.lag, info.dead_letters) == (
         6,
         2,
@@ -627,7 +634,7 @@ def test_group_info_of_a_known_scenario(
     assert info.oldest_pending_age is not None
     assert 0.1 <= info.oldest_pending_age < WAIT
     # a stream without this group: nothing pending, lag unknown
-    info = transport.group_info(group.stream, "other", group.dlq, T)
+    info = transport.groups.group_info(group.stream, "other", group.dlq, T)
     assert (info.length, info.pending, info.consumers, info.lag) == (6, 0, 0, None)
 
 
@@ -644,26 +651,26 @@ def test_group_info_counts_the_backlog_when_entries_were_deleted(
         return n if counts else None
 
     transport = make_transport(redis_url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     fill(transport, group, 3)
-    (first,) = transport.group_read(group.stream, group.name, "c1", 1, block=0)
+    (first,) = transport.groups.group_read(group.stream, group.name, "c1", 1, block=0)
     redis_client.xdel(group.stream, first.id)
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.lag, info.trimmed_unread) == (2, lost(0))
     redis_client.xdel(group.stream, redis_client.xrevrange(group.stream, count=1)[0][0])
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.lag, info.trimmed_unread) == (1, lost(1))
-    assert transport.group_take_lost(group.stream, group.name, T) == lost(1)
-    assert transport.group_take_lost(group.stream, group.name, T) == lost(0)
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    assert transport.groups.group_take_lost(group.stream, group.name, T) == lost(1)
+    assert transport.groups.group_take_lost(group.stream, group.name, T) == lost(0)
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.lag, info.trimmed_unread) == (1, lost(0))
     # Reading past a deleted entry leaves the read counter nil (Redis 7.0): the loss
     # cannot be counted until a take sets the counter again.
-    assert len(transport.group_read(group.stream, group.name, "c1", 5, block=0)) == 1
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    assert len(transport.groups.group_read(group.stream, group.name, "c1", 5, block=0)) == 1
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.lag, info.trimmed_unread) == (0, None)
-    assert transport.group_take_lost(group.stream, group.name, T) is None
-    info = transport.group_info(group.stream, group.name, group.dlq, T)
+    assert transport.groups.group_take_lost(group.stream, group.name, T) is None
+    info = transport.groups.group_info(group.stream, group.name, group.dlq, T)
     assert (info.lag, info.trimmed_unread) == (0, lost(0))
 
 
@@ -675,26 +682,26 @@ def test_a_paused_server_gives_typed_timeouts(
 ) -> None:
     server = redis_server_factory()
     transport = make_transport(server.url, socket_timeout=0.3)
-    transport.group_create(group.stream, group.name, "$", 0.5)  # a pooled connection exists
+    transport.groups.group_create(group.stream, group.name, "$", 0.5)  # a pooled connection exists
     target = [StreamTarget(stream=group.stream)]
     server.pause()
     try:
         began = time.monotonic()
         with pytest.raises(PublishTimeoutError) as info:
-            transport.route("c", b"x", target, 0.5)
+            transport.groups.route("c", b"x", target, 0.5)
         assert info.value.timeout == 0.5
         assert isinstance(info.value.__cause__, redis.TimeoutError)
         with pytest.raises(PublishTimeoutError):
-            transport.route_many([("c", b"x", target)], 0.5)
+            transport.groups.route_many([("c", b"x", target)], 0.5)
         with pytest.raises(TransportError, match="no answer") as other:
-            transport.group_ack(group.stream, group.name, ["1-1"], 0.5)
+            transport.groups.group_ack(group.stream, group.name, ["1-1"], 0.5)
         assert not isinstance(other.value, PublishTimeoutError | TransportConnectionError)
         with pytest.raises(TransportError, match="no answer"):
-            transport.group_read(group.stream, group.name, "c1", 10, block=0.2)
+            transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.2)
         assert time.monotonic() - began < 4 * 0.5 + 0.5 + 2.0
     finally:
         server.resume()
-    assert transport.route("c", b"x", target, 0.5) == 0
+    assert transport.groups.route("c", b"x", target, 0.5) == 0
 
 
 def test_a_stopped_server_gives_connection_errors(
@@ -702,14 +709,14 @@ def test_a_stopped_server_gives_connection_errors(
 ) -> None:
     server = redis_server_factory()
     transport = make_transport(server.url)
-    transport.group_create(group.stream, group.name, "$", T)
+    transport.groups.group_create(group.stream, group.name, "$", T)
     server.stop()
     with pytest.raises(TransportConnectionError) as info:
-        transport.route("c", b"x", [StreamTarget(stream=group.stream)], T)
+        transport.groups.route("c", b"x", [StreamTarget(stream=group.stream)], T)
     assert isinstance(info.value.__cause__, redis.ConnectionError)
     with pytest.raises(TransportConnectionError):
-        transport.group_read(group.stream, group.name, "c1", 10, block=0.1)
+        transport.groups.group_read(group.stream, group.name, "c1", 10, block=0.1)
     with pytest.raises(TransportConnectionError):
-        transport.group_claim(group.stream, group.name, "c1", IDLE, 10, T)
+        transport.groups.group_claim(group.stream, group.name, "c1", IDLE, 10, T)
     with pytest.raises(TransportConnectionError):
-        transport.group_info(group.stream, group.name, group.dlq, T)
+        transport.groups.group_info(group.stream, group.name, group.dlq, T)

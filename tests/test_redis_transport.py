@@ -1,4 +1,5 @@
-"""The Redis transport against a real redis-server (DESIGN §5, §6, §11).
+"""The Redis transport against a real redis-server (docs/decisions.md, "Transports";
+docs/failure-modes.md).
 
 Delivery is awaited on a condition with a deadline, never with a sleep. Tests that
 kill, pause or restart a server use ``redis_server_factory``, never the session server.
@@ -256,6 +257,38 @@ def test_client_kill_is_reported_and_subscriptions_are_renewed(
     sink.wait_payload(b"again")
 
 
+def test_disconnecting_the_pools_moves_publisher_listener_and_group_reads_together(
+    redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
+) -> None:
+    """The seam a Sentinel switch will use: one ``disconnect()`` of the pools ends a
+    blocked group read with a connection error, the listener renews its link (reported
+    as a gap), and the next publish opens a fresh connection."""
+    transport, sink = make_transport(redis_url)
+    channel, stream = names("c"), names("{g}:s")
+    transport.subscribe([channel], timeout=5.0)
+    transport.groups.group_create(stream, "g", "$", timeout=2.0)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            transport.groups.group_read(stream, "g", "c", 10, block=WAIT)
+        except TransportConnectionError as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(
+        lambda: any(c["cmd"] == "xreadgroup" for c in redis_client.client_list()),
+        "the read blocking",
+    )
+    transport._pools.disconnect()
+    reader.join(WAIT)
+    assert len(failures) == 1
+    sink.wait_links(LinkState.DISCONNECTED, LinkState.RECONNECTED)
+    assert transport.publish(channel, b"after", timeout=2.0) == 1
+    sink.wait_payload(b"after")
+
+
 def test_publish_survives_killed_idle_connections_without_duplicates(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
 ) -> None:
@@ -411,12 +444,12 @@ def test_the_listener_probe_raises_no_false_alarm(
 def test_presence_set_members_remove(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
 ) -> None:
-    transport, _ = make_transport(redis_url, start=False)
+    presence = make_transport(redis_url, start=False)[0].presence
     zset, hkey = names("presence:{r}:z"), names("presence:{r}:h")
     for member in ("user-b", "user-a", "svc:host:1:0"):
-        transport.presence_set(zset, hkey, member, b'{"m":1}', ttl=30.0, timeout=2.0)
-    transport.presence_set(zset, hkey, "user-a", b'{"m":2}', ttl=30.0, timeout=2.0)
-    assert transport.presence_members(zset, hkey, timeout=2.0) == [
+        presence.presence_set(zset, hkey, member, b'{"m":1}', ttl=30.0, timeout=2.0)
+    presence.presence_set(zset, hkey, "user-a", b'{"m":2}', ttl=30.0, timeout=2.0)
+    assert presence.presence_members(zset, hkey, timeout=2.0) == [
         "svc:host:1:0",
         "user-a",
         "user-b",
@@ -428,22 +461,22 @@ def test_presence_set_members_remove(
     assert server_ms + 25_000 < score <= server_ms + 31_000  # expiry from the server clock
     for key in (zset, hkey):  # an abandoned room disappears a little after its ttl
         assert 30_000 < redis_client.pttl(key) <= 34_000
-    transport.presence_remove(zset, hkey, "user-a", timeout=2.0)
-    assert transport.presence_members(zset, hkey, timeout=2.0) == ["svc:host:1:0", "user-b"]
+    presence.presence_remove(zset, hkey, "user-a", timeout=2.0)
+    assert presence.presence_members(zset, hkey, timeout=2.0) == ["svc:host:1:0", "user-b"]
     assert redis_client.hexists(hkey, "user-a") is False
 
 
 def test_presence_prunes_expired_members_from_both_keys(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
 ) -> None:
-    transport, _ = make_transport(redis_url, start=False)
+    presence = make_transport(redis_url, start=False)[0].presence
     zset, hkey = names("presence:{r}:z"), names("presence:{r}:h")
-    transport.presence_set(zset, hkey, "long", b"{}", ttl=60.0, timeout=2.0)
-    transport.presence_set(zset, hkey, "short", b"{}", ttl=0.05, timeout=2.0)
+    presence.presence_set(zset, hkey, "long", b"{}", ttl=60.0, timeout=2.0)
+    presence.presence_set(zset, hkey, "short", b"{}", ttl=0.05, timeout=2.0)
     # A short member never shortens the keys' lifetime below the long one's.
     assert redis_client.pttl(zset) > 59_000
     wait_until(
-        lambda: transport.presence_members(zset, hkey, timeout=2.0) == ["long"], "short expired"
+        lambda: presence.presence_members(zset, hkey, timeout=2.0) == ["long"], "short expired"
     )
     assert redis_client.hkeys(hkey) == [b"long"]
     assert redis_client.zrange(zset, 0, -1) == [b"long"]
@@ -452,22 +485,22 @@ def test_presence_prunes_expired_members_from_both_keys(
 def test_client_registry_set_list_remove(
     redis_url: str, redis_client: redis.Redis, make_transport: Factory, names: Callable[[str], str]
 ) -> None:
-    transport, _ = make_transport(redis_url, start=False)
+    presence = make_transport(redis_url, start=False)[0].presence
     zset, hkey = names("{clients}:z"), names("{clients}:h")
-    transport.client_set(zset, hkey, "api:h:2:0", b'{"n":2}', ttl=30.0, timeout=2.0)
-    transport.client_set(zset, hkey, "api:h:1:0", b'{"n":1}', ttl=30.0, timeout=2.0)
-    transport.client_set(zset, hkey, "gone:h:3:0", b"{}", ttl=0.05, timeout=2.0)
+    presence.client_set(zset, hkey, "api:h:2:0", b'{"n":2}', ttl=30.0, timeout=2.0)
+    presence.client_set(zset, hkey, "api:h:1:0", b'{"n":1}', ttl=30.0, timeout=2.0)
+    presence.client_set(zset, hkey, "gone:h:3:0", b"{}", ttl=0.05, timeout=2.0)
     now = float(redis_client.time()[0])
-    wait_until(lambda: len(transport.client_list(zset, hkey, timeout=2.0)) == 2, "gone expired")
-    records = transport.client_list(zset, hkey, timeout=2.0)
+    wait_until(lambda: len(presence.client_list(zset, hkey, timeout=2.0)) == 2, "gone expired")
+    records = presence.client_list(zset, hkey, timeout=2.0)
     assert [(r.client_id, r.info) for r in records] == [
         ("api:h:1:0", b'{"n":1}'),
         ("api:h:2:0", b'{"n":2}'),
     ]
     assert all(now + 25 < r.expires_at < now + 32 for r in records)
     assert redis_client.hkeys(hkey) == [b"api:h:2:0", b"api:h:1:0"]
-    transport.client_remove(zset, hkey, "api:h:1:0", timeout=2.0)
-    assert [r.client_id for r in transport.client_list(zset, hkey, timeout=2.0)] == ["api:h:2:0"]
+    presence.client_remove(zset, hkey, "api:h:1:0", timeout=2.0)
+    assert [r.client_id for r in presence.client_list(zset, hkey, timeout=2.0)] == ["api:h:2:0"]
 
 
 # -- lifecycle and connections ----------------------------------------------------------------
@@ -479,7 +512,7 @@ def test_every_connection_carries_the_client_name(
     transport, _ = make_transport(redis_url)
     transport.subscribe([names("c")], timeout=5.0)
     transport.publish(names("c"), b"x", timeout=2.0)
-    transport.presence_members(names("{r}:z"), names("{r}:h"), timeout=3.0)
+    transport.presence.presence_members(names("{r}:z"), names("{r}:h"), timeout=3.0)
     ours = [c for c in redis_client.client_list() if c["name"] == transport._client_name]
     assert len(ours) >= 3  # the listener, and one command pool per deadline
     assert any(int(c["psub"]) + int(c["sub"]) > 0 for c in ours)
@@ -491,13 +524,15 @@ def test_stop_leaves_no_thread_and_no_connection(
     transport, _ = make_transport(redis_url)
     transport.subscribe([names("c")], timeout=5.0)
     transport.publish(names("c"), b"x", timeout=2.0)
-    transport.presence_set(names("{r}:z"), names("{r}:h"), "m", b"{}", ttl=5.0, timeout=2.0)
+    transport.presence.presence_set(
+        names("{r}:z"), names("{r}:h"), "m", b"{}", ttl=5.0, timeout=2.0
+    )
     assert transport._client_name in client_names(redis_client)
     began = time.monotonic()
     transport.stop(timeout=5.0)
     assert time.monotonic() - began < 2.0  # woken, not waiting for its poll
     assert not transport.listener_alive()
-    assert not [t for t in threading.enumerate() if t is transport._thread]
+    assert not [t for t in threading.enumerate() if t is transport._listener.thread]
     wait_until(lambda: transport._client_name not in client_names(redis_client), "sockets closed")
     transport.stop(timeout=5.0)  # idempotent
     with pytest.raises(BusStateError):

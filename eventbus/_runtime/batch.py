@@ -1,12 +1,14 @@
-"""Batched publishing: a bounded queue drained by one flusher thread (DESIGN §6).
+"""Batched publishing: a bounded queue drained by one flusher thread (docs/concepts.md,
+"Delivery"; docs/decisions.md, "Batching is opt-in").
 
 With ``performance.batch_size > 1``, :meth:`EventBus.publish` encodes the event and
 hands it here: the flusher sends up to ``batch_size`` messages per round trip
 (:meth:`Transport.publish_many`), at the latest ``batch_interval`` seconds after the
 oldest one arrived. While the transport fails, messages stay queued, in order, and
-are sent when it is back; when ``max_buffer`` are waiting, :meth:`Batcher.put`
-raises :class:`PublishBufferFullError`. What is still queued when the bus closes
-past its timeout is reported as lost, never dropped silently.
+are sent when it is back (retried with the delays of
+:class:`~eventbus._core.backoff.ReconnectPolicy`); when ``max_buffer`` are waiting,
+:meth:`Batcher.put` raises :class:`PublishBufferFullError`. What is still queued when
+the bus closes past its timeout is reported as lost, never dropped silently.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
 
+from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.stats import Counters
 from eventbus._errors import PublishBufferFullError, TransportError
-from eventbus._transports.base import GroupStore, StreamTarget, Transport
+from eventbus._transports.base import StreamTarget, Transport
 
 __all__ = ["LINK_WAIT", "Batcher"]
 
 #: After a failed send, how long the flusher waits for the listener to be back.
 LINK_WAIT = 5.0
+#: Delays between attempts to send a batch that failed.
+_RETRY = ReconnectPolicy()
 
 log = logging.getLogger("eventbus.publish")
 
@@ -133,14 +137,15 @@ class Batcher:
             return batch
 
     def _run(self) -> None:
-        backoff = 0.05
+        failures = 0
+        groups = self._transport.groups
         while True:
             batch = self._take()
             if not batch:
                 return
             try:
-                if any(targets for _, _, targets in batch):
-                    cast(GroupStore, self._transport).route_many(batch, self._timeout)
+                if groups is not None and any(targets for _, _, targets in batch):
+                    groups.route_many(batch, self._timeout)
                 else:
                     self._transport.publish_many(
                         [(channel, payload) for channel, payload, _ in batch], self._timeout
@@ -154,11 +159,11 @@ class Batcher:
                 else:  # a bug, not an outage: report it loudly and go on
                     log.exception("flusher failed; %d event(s) requeued", len(batch))
                     self._report(TransportError(f"flusher failed: {exc!r}"))
-                if self._closing.wait(backoff) or not self._await_link():
+                failures += 1
+                if not _RETRY.wait(failures, self._closing) or not self._await_link():
                     return
-                backoff = min(backoff * 2, 2.0)
                 continue
-            backoff = 0.05
+            failures = 0
             self._counters.add("events_published", len(batch))
             with self._cond:
                 self._in_flight = 0

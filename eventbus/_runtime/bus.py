@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 from eventbus._core.config import EventBusConfig
 from eventbus._core.envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
@@ -38,8 +38,10 @@ from eventbus._errors import (
 )
 from eventbus._models import (
     ClientInfo,
+    DeadLetter,
     Event,
     EventBusStats,
+    GroupInfo,
     HealthCheckResult,
     PublishResult,
 )
@@ -54,7 +56,7 @@ from eventbus._runtime.receiver import Receiver
 from eventbus._runtime.subscription import Subscription
 from eventbus._runtime.wiring import Executor, Meters, Wiring
 from eventbus._transports import create_transport
-from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, Transport
+from eventbus._transports.base import Transport
 
 __all__ = ["THREADED", "EventBus", "ThreadedWiring", "wire"]
 
@@ -583,8 +585,8 @@ class EventBus:
             )
         deadline = self._publish_timeout if timeout is None else timeout
         try:
-            if targets:
-                receivers = cast(GroupStore, transport).route(channel, payload, targets, deadline)
+            if targets and (groups := transport.groups) is not None:
+                receivers = groups.route(channel, payload, targets, deadline)
             else:
                 receivers = transport.publish(channel, payload, deadline)
         except TransportError:

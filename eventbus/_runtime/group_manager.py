@@ -1,4 +1,10 @@
-"""The durable groups of one bus: registration, routing table, consumers, admin."""
+"""The durable groups of one bus: registration, routing table, consumers, admin.
+
+Everything here goes through ``transport.groups`` (a
+:class:`~eventbus._transports.base.GroupStore`); a transport without one (the
+``http(s)://`` gateway) loads no routing table, and a group subscription or an admin
+call on it raises :class:`~eventbus.BusStateError`. See docs/groups.md.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,16 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import cast
 
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.stats import Counters
 from eventbus._errors import BusStateError, ValidationError
-from eventbus._models import GroupStats
+from eventbus._models import DeadLetter, GroupInfo, GroupStats
 from eventbus._runtime.dispatch import Route
 from eventbus._runtime.groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
 from eventbus._runtime.hooks import Hooks
 from eventbus._runtime.wiring import Executor
-from eventbus._transports.base import DeadLetter, GroupInfo, GroupStore, StreamTarget, Transport
+from eventbus._transports.base import GroupStore, StreamTarget, Transport
 
 __all__ = ["GroupManager"]
 
@@ -53,8 +58,8 @@ class GroupManager:
 
     def reload(self, transport: Transport) -> None:
         """Read the registry again (at connect, on an announcement, each heartbeat)."""
-        if hasattr(transport, "group_read"):
-            store = _store(transport)
+        store = transport.groups
+        if store is not None:
             self.router.load(store.registry_all(self._keys.groups_registry, self._timeout))
 
     # -- consumer side ----------------------------------------------------------------
@@ -190,7 +195,12 @@ class GroupManager:
 
 
 def _store(transport: Transport) -> GroupStore:
-    """The transport's stream operations; every transport of ours has them."""
-    if not hasattr(transport, "group_read"):
+    """The transport's stream operations.
+
+    Raises:
+        BusStateError: the transport has none.
+    """
+    store = transport.groups
+    if store is None:
         raise BusStateError(f"the {transport.name} transport does not support durable groups")
-    return cast(GroupStore, transport)
+    return store

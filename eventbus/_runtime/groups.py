@@ -1,4 +1,5 @@
-"""Durable groups: routing publishes into group streams, and consuming them.
+"""Durable groups: routing publishes into group streams, and consuming them
+(docs/groups.md; the choices behind them: docs/decisions.md, "Durable groups").
 
 A group ``G`` subscribed with pattern ``P`` is registered in the registry hash. Every
 publisher keeps the registry cached (:class:`GroupRouter`) and appends a copy of each
@@ -23,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.envelope import decode
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.patterns import Pattern, compile_pattern
@@ -47,6 +49,8 @@ __all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]
 log = logging.getLogger("eventbus.groups")
 
 _CACHE_LIMIT = 10_000
+#: Delays between a consumer's attempts after its reads failed.
+_RETRY = ReconnectPolicy()
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -363,7 +367,7 @@ class GroupConsumer:
         return len(entries)
 
     def _run(self) -> None:
-        backoff = 0.05
+        failures = 0  # in a row; the delay before the next attempt grows with them
         next_claim = 0.0
         while not self._stop.is_set():
             try:
@@ -372,7 +376,7 @@ class GroupConsumer:
                     next_claim = time.monotonic() + min(self.options.claim_idle / 2, 5.0)
                     claim_idle = self.options.claim_idle
                 self.poll(block=self.options.block, claim_idle=claim_idle)
-                backoff = 0.05
+                failures = 0
             except GroupMissingError as exc:
                 log.warning(
                     "group %s: its stream or consumer group is gone (%s); Redis was flushed "
@@ -390,15 +394,16 @@ class GroupConsumer:
                     )
                 )
                 self._hooks.report(exc, log_unhandled=False)
-                if not self._recover(backoff):
+                failures += 1
+                if not self._recover(failures):
                     break
             except TransportError as exc:
                 self._counters.add("group_errors")
                 log.warning("group %s: %s; retrying", self.group, exc)
                 self._hooks.report(exc, log_unhandled=False)
-                if self._stop.wait(backoff):
+                failures += 1
+                if not _RETRY.wait(failures, self._stop):
                     break
-                backoff = min(backoff * 2, 2.0)
             except Exception as exc:  # a bug: report it loudly, keep consuming
                 self._counters.add("group_errors")
                 log.exception("group %s: consumer failed; going on", self.group)
@@ -406,16 +411,18 @@ class GroupConsumer:
                     EventBusError(f"group {self.group}: consumer failed: {exc!r}"),
                     log_unhandled=False,
                 )
-                if self._stop.wait(backoff):
+                failures += 1
+                if not _RETRY.wait(failures, self._stop):
                     break
-                backoff = min(backoff * 2, 2.0)
 
-    def _recover(self, backoff: float) -> bool:
+    def _recover(self, failures: int) -> bool:
+        """Recreate the group now; if that fails, wait before the next attempt. False
+        when stopped meanwhile."""
         try:
             self._register()
         except TransportError as exc:
             log.warning("group %s: could not recreate it yet: %s", self.group, exc)
-            return not self._stop.wait(backoff)
+            return _RETRY.wait(failures, self._stop)
         return True
 
     def _wait_for_room(self, block: float) -> int:

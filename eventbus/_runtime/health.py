@@ -1,4 +1,5 @@
-"""The checks behind :meth:`EventBus.health_check` (DESIGN §6, §2)."""
+"""The checks behind :meth:`EventBus.health_check` (docs/concepts.md, "Health and
+statistics"; what each check catches: docs/failure-modes.md, "What to watch")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Room membership and the client registry of one bus, kept alive by a heartbeat.
 
-Both live on the server as expiring records (DESIGN §4): a bus refreshes its rooms
+Both live on the server as expiring records (``transport.presence``; the keys are in
+docs/wire-format.md, "Redis keys and channels"): a bus refreshes its rooms
 and its client record every ``heartbeat_interval`` seconds, and a process that dies
 drops out ``presence_ttl`` seconds later, when readers prune it.
 """
@@ -113,35 +114,35 @@ class Presence:
         timeout = min(1.0, self._timeout)
         try:
             zset, hash_ = self._keys.client_keys
-            transport.client_remove(zset, hash_, self._client_id, timeout)
+            transport.presence.client_remove(zset, hash_, self._client_id, timeout)
             for room in self.rooms:
                 zset, hash_ = self._keys.presence_keys(room)
-                transport.presence_remove(zset, hash_, self._client_id, timeout)
+                transport.presence.presence_remove(zset, hash_, self._client_id, timeout)
         except TransportError as exc:
             log.warning("could not remove this bus's presence on disconnect: %s", exc)
 
     def enter(self, transport: Transport, room: str) -> None:
         """Write this bus into ``room``'s member list now."""
         zset, hash_ = self._keys.presence_keys(room)
-        transport.presence_set(
+        transport.presence.presence_set(
             zset, hash_, self._client_id, self._member_info, self._ttl, self._timeout
         )
 
     def exit(self, transport: Transport, room: str) -> None:
         """Remove this bus from ``room``'s member list now."""
         zset, hash_ = self._keys.presence_keys(room)
-        transport.presence_remove(zset, hash_, self._client_id, self._timeout)
+        transport.presence.presence_remove(zset, hash_, self._client_id, self._timeout)
 
     def members(self, transport: Transport, room: str) -> list[str]:
         """Live members of ``room``, expired ones pruned."""
         zset, hash_ = self._keys.presence_keys(room)
-        return transport.presence_members(zset, hash_, self._timeout)
+        return transport.presence.presence_members(zset, hash_, self._timeout)
 
     def clients(self, transport: Transport) -> list[ClientInfo]:
         """Every live bus registered on the server; unreadable records are logged."""
         zset, hash_ = self._keys.client_keys
         clients = []
-        for record in transport.client_list(zset, hash_, self._timeout):
+        for record in transport.presence.client_list(zset, hash_, self._timeout):
             try:
                 doc = json.loads(record.info)
                 clients.append(
@@ -166,7 +167,7 @@ class Presence:
         doc.update(rooms=self.rooms, pid=os.getpid())
         info = json.dumps(doc, separators=(",", ":")).encode()
         zset, hash_ = self._keys.client_keys
-        transport.client_set(zset, hash_, self._client_id, info, self._ttl, self._timeout)
+        transport.presence.client_set(zset, hash_, self._client_id, info, self._ttl, self._timeout)
         for room in self.rooms:
             with self._lock:
                 if room in self._rooms:

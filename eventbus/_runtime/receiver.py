@@ -2,8 +2,8 @@
 
 The transport calls :meth:`Receiver.on_message` from its listener thread for every
 message. It decodes, drops duplicates, notes gaps, matches, filters, and offers the
-event to each matching subscription's queue; it never runs a handler (see
-docs/decisions.md, "Delivery and threads").
+event to each matching subscription's queue; it never runs a handler (docs/concepts.md,
+"Threads").
 Subscriptions are added and removed by other threads: the tables are replaced, never
 mutated, so the listener reads them without a lock.
 """

@@ -1,7 +1,11 @@
-"""Transports, chosen by URL scheme (DESIGN §5); the bus only sees :class:`Transport`.
+"""Transports, chosen by URL scheme; the bus only sees the protocols of
+:mod:`eventbus._transports.base` (why, and which URL picks what: docs/decisions.md,
+"Transports"; docs/configuration.md, "Choosing the transport").
 
 Each concrete transport is imported inside :func:`create_transport`, so importing the
-pure core never imports ``redis`` (or, later, ``socketio``).
+pure core never imports ``redis`` or ``socketio``. A new transport (Sentinel, Cluster)
+is one more scheme here and one more folder beside ``memory/``, ``redis/`` and
+``gateway/``; nothing above this package changes.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def create_transport(
             redis = redis_config_from_url(url)
         return _redis_transport(redis, client_name, control_channel)
     if scheme in ("http", "https"):
-        from eventbus._transports.gateway import GatewayTransport
+        from eventbus._transports.gateway.transport import GatewayTransport
 
         if client is None or client.auth_token is None:
             raise ConfigurationError(

@@ -1,14 +1,27 @@
-"""The one interface between the bus and a transport (memory, Redis, the gateway).
+"""The interface between the bus and a transport (memory, Redis, the gateway).
 
 The bus never names a concrete transport: it builds one from a URL
-(:func:`eventbus._transports.create_transport`) and talks to it only through
-:class:`Transport`. A transport moves opaque bytes on named channels and keeps
-presence and client records; everything about events (encoding, matching,
-filtering, dispatch) stays in the bus.
+(:func:`eventbus._transports.create_transport`) and talks to it only through the
+three capabilities defined here, each as narrow as its callers need:
 
-Channels and keys are full names built by :class:`eventbus._core.keyspace.Keyspace`,
-prefix included. The transport delivers every message it receives, from its own
-listener thread, to the :class:`MessageSink` given to :meth:`Transport.start`.
+* :class:`Transport`, pub/sub plus liveness: what every transport does and what the
+  publish path and the listener need. The transport delivers every message it
+  receives, from its own listener thread, to the :class:`MessageSink` given to
+  :meth:`Transport.start`.
+* :class:`PresenceStore` (``transport.presence``): room members and the registry of
+  live buses, expiring records the heartbeat refreshes.
+* :class:`GroupStore` (``transport.groups``): the streams behind durable groups; an
+  optional capability, None where the transport has none (the ``http(s)://``
+  gateway), and the bus refuses a group subscription there.
+
+A transport moves opaque bytes on named channels and keys; everything about events
+(encoding, matching, filtering, dispatch) stays in the bus. Channels and keys are
+full names built by :class:`eventbus._core.keyspace.Keyspace`, prefix included.
+
+What a transport hides behind these protocols is its own business: how many
+connections it keeps, to which servers, and how it follows a server that moves. A
+Redis Sentinel or Cluster topology is another implementation of the same three
+protocols (see :mod:`eventbus._transports.redis`), never a change to the bus.
 """
 
 from __future__ import annotations
@@ -19,18 +32,33 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from eventbus._models import DeadLetter, GroupInfo
+
 __all__ = [
     "ClientRecord",
-    "DeadLetter",
-    "GroupInfo",
     "GroupStore",
     "LinkEvent",
     "LinkState",
     "MessageSink",
+    "PresenceStore",
     "StreamEntry",
     "StreamTarget",
     "Transport",
+    "TransportState",
 ]
+
+
+class TransportState(enum.Enum):
+    """Where a transport is in its life: ``NEW`` -> ``STARTED`` -> ``STOPPED``.
+
+    A transport is started once and stopped once; a stopped one is not started again
+    (the bus makes a new transport for each connection). The values are the words
+    error messages use (``"the Redis transport is stopped"``).
+    """
+
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
 
 
 class LinkState(enum.Enum):
@@ -75,8 +103,11 @@ class ClientRecord:
 class MessageSink(Protocol):
     """What a transport reports to; implemented by the bus.
 
-    Both methods are called from the transport's listener thread and must not block:
-    the bus only decodes, matches and enqueues there.
+    Both methods are called from the transport's listener thread(s) and must not
+    block: the bus only decodes, matches and enqueues there. :meth:`on_message` is never
+    called concurrently with itself: a transport with several connections (one per
+    Cluster node) serves them all from one listener thread, or otherwise hands the sink
+    one message at a time.
     """
 
     def on_message(self, key: str, channel: str, payload: bytes) -> None:
@@ -94,61 +125,14 @@ class MessageSink(Protocol):
         """Take a change of the listener's link (lost, renewed)."""
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """A pub/sub link plus presence storage; one per bus.
+class PresenceStore(Protocol):
+    """Room members and the client registry: expiring records, refreshed by the
+    heartbeat and pruned when read.
 
-    Thread-safety: every method may be called from any thread, concurrently, except
-    that :meth:`start` and :meth:`stop` are called once each by the bus.
-    Errors: methods raise :class:`~eventbus.TransportError` subclasses wrapping the
-    underlying library's error (``raise ... from``), never that error itself.
+    Each record set is a sorted set of members (by expiry) plus a hash of their info
+    documents, named by :class:`eventbus._core.keyspace.Keyspace` (both keys share a
+    hash tag). Thread-safety and errors as for :class:`Transport`.
     """
-
-    #: URL scheme(s) this transport serves, for messages and ``health_check``.
-    name: str
-
-    def start(self, sink: MessageSink) -> None:
-        """Connect, start the listener thread, and deliver messages to ``sink``.
-
-        Raises:
-            TransportConnectionError: the server cannot be reached.
-        """
-
-    def stop(self, timeout: float) -> None:
-        """Stop the listener (joining it within ``timeout``) and close connections."""
-
-    def publish(self, channel: str, payload: bytes, timeout: float) -> int:
-        """Send one message; return how many subscriptions received it.
-
-        Raises:
-            PublishTimeoutError: no answer within ``timeout`` seconds.
-            TransportConnectionError: the server cannot be reached.
-        """
-
-    def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
-        """Send several messages in order in one round trip; receivers per message."""
-
-    def subscribe(self, channels: Sequence[str], timeout: float) -> None:
-        """Subscribe to exact channels; returns once the server confirmed them."""
-
-    def unsubscribe(self, channels: Sequence[str], timeout: float) -> None:
-        """Drop exact channels; returns once the server confirmed."""
-
-    def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
-        """Subscribe to glob patterns (Redis ``PSUBSCRIBE`` semantics); returns once
-        the server confirmed them."""
-
-    def punsubscribe(self, patterns: Sequence[str], timeout: float) -> None:
-        """Drop glob patterns; returns once the server confirmed."""
-
-    def ping(self, timeout: float) -> float:
-        """Round-trip the server; return the latency in seconds."""
-
-    def listener_alive(self) -> bool:
-        """Whether the listener thread is running."""
-
-    def link_up(self) -> bool:
-        """Whether the listener's link works now (False while it reconnects)."""
 
     def presence_set(
         self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
@@ -171,6 +155,75 @@ class Transport(Protocol):
 
     def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
         """Every live registered bus, expired ones pruned."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A pub/sub link with a listener thread; one per bus.
+
+    Thread-safety: every method may be called from any thread, concurrently, except
+    that :meth:`start` and :meth:`stop` are called once each by the bus.
+    Errors: methods raise :class:`~eventbus.TransportError` subclasses wrapping the
+    underlying library's error (``raise ... from``), never that error itself.
+    """
+
+    #: URL scheme(s) this transport serves, for messages and ``health_check``.
+    name: str
+
+    @property
+    def presence(self) -> PresenceStore:
+        """Room members and the client registry, on the same server(s)."""
+
+    @property
+    def groups(self) -> GroupStore | None:
+        """The streams behind durable groups, or None if this transport has none."""
+
+    def start(self, sink: MessageSink) -> None:
+        """Connect, start the listener thread, and deliver messages to ``sink``.
+
+        Raises:
+            TransportConnectionError: the server cannot be reached.
+        """
+
+    def stop(self, timeout: float) -> None:
+        """Stop the listener (joining it within ``timeout``) and close connections."""
+
+    def publish(self, channel: str, payload: bytes, timeout: float) -> int | None:
+        """Send one message; return how many subscriptions received it, or None where
+        the server cannot count them (sharded pub/sub on a Cluster counts one node's).
+
+        Raises:
+            PublishTimeoutError: no answer within ``timeout`` seconds.
+            TransportConnectionError: the server cannot be reached.
+        """
+
+    def publish_many(
+        self, messages: Sequence[tuple[str, bytes]], timeout: float
+    ) -> Sequence[int | None]:
+        """Send several messages in order in one round trip (where the server allows);
+        receivers per message, as :meth:`publish` counts them."""
+
+    def subscribe(self, channels: Sequence[str], timeout: float) -> None:
+        """Subscribe to exact channels; returns once the server confirmed them."""
+
+    def unsubscribe(self, channels: Sequence[str], timeout: float) -> None:
+        """Drop exact channels; returns once the server confirmed."""
+
+    def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
+        """Subscribe to glob patterns (Redis ``PSUBSCRIBE`` semantics); returns once
+        the server confirmed them."""
+
+    def punsubscribe(self, patterns: Sequence[str], timeout: float) -> None:
+        """Drop glob patterns; returns once the server confirmed."""
+
+    def ping(self, timeout: float) -> float:
+        """Round-trip the server; return the latency in seconds."""
+
+    def listener_alive(self) -> bool:
+        """Whether the listener thread is running."""
+
+    def link_up(self) -> bool:
+        """Whether the listener's link works now (False while it reconnects)."""
 
 
 # -- durable groups (Redis Streams) -------------------------------------------------------
@@ -204,55 +257,9 @@ class StreamEntry:
     deliveries: int
 
 
-@attrs.frozen(kw_only=True)
-class DeadLetter:
-    """One entry of a group's dead-letter stream.
-
-    Attributes:
-        id: the dead-letter stream's entry id.
-        source_id: the entry id it had in the group stream.
-        payload: the envelope.
-        error: the last error, as text.
-        deliveries: how many times it was delivered before it was given up.
-        consumer: the consumer that gave it up.
-    """
-
-    id: str
-    source_id: str
-    payload: bytes
-    error: str
-    deliveries: int
-    consumer: str
-
-
-@attrs.frozen(kw_only=True)
-class GroupInfo:
-    """The state of one group's stream (for ``eventbus groups`` and health).
-
-    Attributes:
-        length: entries in the stream now.
-        pending: entries delivered and not acknowledged.
-        consumers: consumers the group knows.
-        lag: entries not yet delivered to the group; None when the server cannot tell.
-        oldest_pending_age: seconds since the oldest pending entry was delivered.
-        dead_letters: entries in the dead-letter stream.
-        trimmed_unread: entries retention trimmed from the stream before the group read
-            them, not yet taken by :meth:`GroupStore.group_take_lost`; None when the
-            server cannot tell.
-    """
-
-    length: int
-    pending: int
-    consumers: int
-    lag: int | None
-    oldest_pending_age: float | None
-    dead_letters: int
-    trimmed_unread: int | None = None
-
-
 class GroupStore(Protocol):
-    """Stream operations behind durable groups; transports implement it beside
-    :class:`Transport`.
+    """Stream operations behind durable groups: ``transport.groups`` of a transport
+    that has them.
 
     A group ``G`` has a stream (one entry per routed event), a consumer group of the
     same name on it, and a dead-letter stream. Keys come from
@@ -262,16 +269,18 @@ class GroupStore(Protocol):
 
     def route(
         self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
-    ) -> int:
+    ) -> int | None:
         """PUBLISH ``payload`` on ``channel`` and append it to every target stream, in
-        one round trip; return the PUBLISH's receivers."""
+        one round trip where they share a server; return the receivers, as
+        :meth:`Transport.publish` counts them."""
 
     def route_many(
         self,
         messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
         timeout: float,
-    ) -> list[int]:
-        """:meth:`route` for several messages, in order, in one round trip."""
+    ) -> Sequence[int | None]:
+        """:meth:`route` for several messages, in order, in one round trip where they
+        share a server."""
 
     def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
         """Create the consumer group (and the stream if missing); False if it existed.

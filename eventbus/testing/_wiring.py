@@ -20,9 +20,9 @@ from eventbus._runtime.dispatch import ErrorReporter
 from eventbus._runtime.inline import InlineExecutor
 from eventbus._runtime.wiring import Executor, Meters
 from eventbus._transports.base import StreamTarget, Transport
-from eventbus._transports.memory.transport import MemoryBroker, MemoryTransport
+from eventbus._transports.memory.transport import MemoryBroker, MemoryGroupStore, MemoryTransport
 
-__all__ = ["Recording", "RecordingTransport"]
+__all__ = ["Recording", "RecordingGroupStore", "RecordingTransport"]
 
 
 class RecordingTransport(MemoryTransport):
@@ -54,6 +54,7 @@ class RecordingTransport(MemoryTransport):
         self._subscriptions = subscriptions
         # One publish at a time, so that deliveries queue in publish order.
         self._lock = threading.RLock()
+        self.groups = RecordingGroupStore(self)
 
     def publish(self, channel: str, payload: bytes, timeout: float) -> int:
         """Record and deliver one message (see :meth:`route`)."""
@@ -62,14 +63,6 @@ class RecordingTransport(MemoryTransport):
     def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
         """:meth:`publish` for several messages, in order."""
         return [self.route(channel, payload, (), timeout) for channel, payload in messages]
-
-    def route_many(
-        self,
-        messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
-        timeout: float,
-    ) -> list[int]:
-        """:meth:`route` for several messages, in order."""
-        return [self.route(channel, data, targets, timeout) for channel, data, targets in messages]
 
     def route(
         self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
@@ -82,7 +75,7 @@ class RecordingTransport(MemoryTransport):
             before = executor.offered if executor is not None else 0
             if event is not None:
                 self._record(event)
-            super().route(channel, payload, targets, timeout)
+            self.broker.publish(channel, payload, targets)
             self.deliver_pending()
             if executor is None:
                 return 0
@@ -96,6 +89,30 @@ class RecordingTransport(MemoryTransport):
         if event is not None:
             self._published()  # outside the lock: an eager bus drains here
         return queued
+
+
+class RecordingGroupStore(MemoryGroupStore):
+    """The memory group store of a :class:`RecordingTransport`: a publish routed to
+    group streams is recorded and delivered like any other (:meth:`RecordingTransport.route`).
+    """
+
+    def __init__(self, transport: RecordingTransport) -> None:
+        super().__init__(transport.broker, transport.check_started)
+        self._transport = transport
+
+    def route(
+        self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
+    ) -> int:
+        """Record, deliver and append to ``targets`` (see :meth:`RecordingTransport.route`)."""
+        return self._transport.route(channel, payload, targets, timeout)
+
+    def route_many(
+        self,
+        messages: Sequence[tuple[str, bytes, Sequence[StreamTarget]]],
+        timeout: float,
+    ) -> list[int]:
+        """:meth:`route` for several messages, in order."""
+        return [self.route(channel, data, targets, timeout) for channel, data, targets in messages]
 
 
 class Recording:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import attrs
 
 from eventbus._errors import GroupMissingError
-from eventbus._transports.base import DeadLetter, GroupInfo, StreamEntry, StreamTarget
+from eventbus._models import DeadLetter, GroupInfo
+from eventbus._transports.base import StreamEntry, StreamTarget
 
 __all__ = ["MemoryStreams"]
 

@@ -7,8 +7,9 @@ patterns match with the same glob rules (one matcher, :mod:`eventbus._core.patte
 a message matching two patterns of one bus arrives once per pattern, and each bus
 gets its messages on its own listener thread (or, made with ``threaded=False``, in the
 thread that calls :meth:`MemoryTransport.deliver_pending`: the testing kit's recording
-transport). Presence and the client registry expire the way the Redis keys do.
-Nothing crosses a process boundary.
+transport). Presence and the client registry (``transport.presence``) expire the way
+the Redis keys do, and durable groups (``transport.groups``) follow Redis Streams'
+semantics. Nothing crosses a process boundary.
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 from eventbus._core.patterns import compile_glob
 from eventbus._errors import ConfigurationError, TransportConnectionError
+from eventbus._models import DeadLetter, GroupInfo
 from eventbus._transports.base import (
     ClientRecord,
-    DeadLetter,
-    GroupInfo,
     MessageSink,
     StreamEntry,
     StreamTarget,
+    TransportState,
 )
 from eventbus._transports.memory.streams import MemoryStreams
 
-__all__ = ["MemoryBroker", "MemoryTransport"]
+__all__ = ["MemoryBroker", "MemoryGroupStore", "MemoryPresenceStore", "MemoryTransport"]
 
 log = logging.getLogger("eventbus.transport")
 
@@ -118,7 +119,8 @@ class MemoryBroker:
 
 
 class MemoryTransport:
-    """A :class:`~eventbus._transports.base.Transport` on a :class:`MemoryBroker`."""
+    """A :class:`~eventbus._transports.base.Transport` on a :class:`MemoryBroker`, with
+    ``presence`` and ``groups`` on the same broker."""
 
     name = "memory"
 
@@ -132,7 +134,9 @@ class MemoryTransport:
         self._threaded = threaded
         self._sink: MessageSink | None = None
         self._listener: threading.Thread | None = None
-        self._started = False
+        self._state = TransportState.NEW
+        self.presence = MemoryPresenceStore(broker, self.check_started)
+        self.groups = MemoryGroupStore(broker, self.check_started)
 
     @classmethod
     def from_url(cls, url: str) -> MemoryTransport:
@@ -153,7 +157,7 @@ class MemoryTransport:
             self._listener.start()
         with self.broker.lock:
             self.broker.transports.add(self)
-        self._started = True
+        self._state = TransportState.STARTED
 
     def _listen(self, sink: MessageSink) -> None:
         while True:
@@ -191,20 +195,21 @@ class MemoryTransport:
         if self._listener is not None:
             self.inbox.put(_STOP)
             self._listener.join(timeout)
-        self._started = False
+        self._state = TransportState.STOPPED
 
-    def _check(self) -> None:
-        if not self._started:
+    def check_started(self) -> None:
+        """Raise :class:`TransportConnectionError` unless the transport is started."""
+        if self._state is not TransportState.STARTED:
             raise TransportConnectionError(f"memory broker {self.broker.name!r}: not started")
 
     def publish(self, channel: str, payload: bytes, timeout: float) -> int:
         """Deliver one message to the broker's subscribers."""
-        self._check()
+        self.check_started()
         return self.broker.publish(channel, payload)
 
     def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
         """Deliver several messages in order."""
-        self._check()
+        self.check_started()
         return [self.broker.publish(channel, payload) for channel, payload in messages]
 
     def subscribe(self, channels: Sequence[str], timeout: float) -> None:
@@ -231,7 +236,7 @@ class MemoryTransport:
 
     def ping(self, timeout: float) -> float:
         """Round-trip the broker's lock; the latency in seconds."""
-        self._check()
+        self.check_started()
         started = time.perf_counter()
         with self.broker.lock:
             pass
@@ -240,31 +245,45 @@ class MemoryTransport:
     def listener_alive(self) -> bool:
         """Whether the listener thread runs (without one: whether the transport is started)."""
         if not self._threaded:
-            return self._started
+            return self._state is TransportState.STARTED
         return self._listener is not None and self._listener.is_alive()
 
     def link_up(self) -> bool:
         """Whether the transport is joined to its broker with a live listener."""
-        return self._started and self.listener_alive()
+        return self._state is TransportState.STARTED and self.listener_alive()
+
+
+class MemoryPresenceStore:
+    """The :class:`~eventbus._transports.base.PresenceStore` on a :class:`MemoryBroker`.
+
+    Args:
+        broker: where the records live.
+        check: raises unless the transport is started (reads and writes need it;
+            removals do not, so a stopping bus can still leave).
+    """
+
+    def __init__(self, broker: MemoryBroker, check: Callable[[], None]) -> None:
+        self._broker = broker
+        self._check = check
 
     def presence_set(
         self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
     ) -> None:
         """Add or refresh a room member."""
         self._check()
-        with self.broker.lock:
-            self.broker.registry(zset_key).set(member, info, ttl)
+        with self._broker.lock:
+            self._broker.registry(zset_key).set(member, info, ttl)
 
     def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
         """Remove a room member."""
-        with self.broker.lock:
-            self.broker.registry(zset_key).entries.pop(member, None)
+        with self._broker.lock:
+            self._broker.registry(zset_key).entries.pop(member, None)
 
     def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
         """Live members of a room, sorted."""
         self._check()
-        with self.broker.lock:
-            return sorted(self.broker.registry(zset_key).live())
+        with self._broker.lock:
+            return sorted(self._broker.registry(zset_key).live())
 
     def client_set(
         self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
@@ -279,21 +298,34 @@ class MemoryTransport:
     def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
         """Every live registered bus."""
         self._check()
-        with self.broker.lock:
-            live = self.broker.registry(zset_key).live()
+        with self._broker.lock:
+            live = self._broker.registry(zset_key).live()
             return [
                 ClientRecord(client_id=member, info=info, expires_at=expiry)
                 for member, (expiry, info) in sorted(live.items())
             ]
 
-    # -- durable groups (GroupStore) ------------------------------------------------------
+
+class MemoryGroupStore:
+    """The :class:`~eventbus._transports.base.GroupStore` on a :class:`MemoryBroker`'s
+    :class:`~eventbus._transports.memory.streams.MemoryStreams` (timeouts are unused:
+    nothing here waits for a server).
+
+    Args:
+        broker: where the streams live.
+        check: raises unless the transport is started (routing needs it).
+    """
+
+    def __init__(self, broker: MemoryBroker, check: Callable[[], None]) -> None:
+        self._broker = broker
+        self._check = check
 
     def route(
         self, channel: str, payload: bytes, targets: Sequence[StreamTarget], timeout: float
     ) -> int:
         """Deliver one message and append it to the target streams."""
         self._check()
-        return self.broker.publish(channel, payload, targets)
+        return self._broker.publish(channel, payload, targets)
 
     def route_many(
         self,
@@ -302,21 +334,21 @@ class MemoryTransport:
     ) -> list[int]:
         """:meth:`route` for several messages, in order."""
         self._check()
-        return [self.broker.publish(ch, data, targets) for ch, data, targets in messages]
+        return [self._broker.publish(ch, data, targets) for ch, data, targets in messages]
 
     def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
         """Create a consumer group (and its stream)."""
-        return self.broker.streams.group_create(stream, group, start)
+        return self._broker.streams.group_create(stream, group, start)
 
     def group_read(
         self, stream: str, group: str, consumer: str, count: int, block: float
     ) -> list[StreamEntry]:
         """New entries for ``consumer``, waiting up to ``block`` seconds."""
-        return self.broker.streams.group_read(stream, group, consumer, count, block)
+        return self._broker.streams.group_read(stream, group, consumer, count, block)
 
     def group_ack(self, stream: str, group: str, ids: Sequence[str], timeout: float) -> int:
         """Acknowledge entries."""
-        return self.broker.streams.group_ack(stream, group, ids)
+        return self._broker.streams.group_ack(stream, group, ids)
 
     def group_claim(
         self,
@@ -329,7 +361,7 @@ class MemoryTransport:
         exclude: Sequence[str] = (),
     ) -> tuple[list[StreamEntry], list[str]]:
         """Take over idle entries (not those in ``exclude``); report trimmed ones."""
-        return self.broker.streams.group_claim(stream, group, consumer, min_idle, count, exclude)
+        return self._broker.streams.group_claim(stream, group, consumer, min_idle, count, exclude)
 
     def dead_letter(
         self,
@@ -342,35 +374,35 @@ class MemoryTransport:
         timeout: float,
     ) -> bool:
         """Move an entry to the dead-letter stream; False if another consumer owns it."""
-        return self.broker.streams.dead_letter(stream, group, dlq, entry, consumer, error)
+        return self._broker.streams.dead_letter(stream, group, dlq, entry, consumer, error)
 
     def group_take_lost(self, stream: str, group: str, timeout: float) -> int | None:
         """Entries trimmed before the group read them, since the last call."""
-        return self.broker.streams.group_take_lost(stream, group)
+        return self._broker.streams.group_take_lost(stream, group)
 
     def group_info(self, stream: str, group: str, dlq: str, timeout: float) -> GroupInfo:
         """The group's backlog, pending entries and dead letters."""
-        return self.broker.streams.group_info(stream, group, dlq)
+        return self._broker.streams.group_info(stream, group, dlq)
 
     def dead_letters(self, dlq: str, count: int, timeout: float) -> list[DeadLetter]:
         """The oldest dead letters."""
-        return self.broker.streams.dead_letters(dlq, count)
+        return self._broker.streams.dead_letters(dlq, count)
 
     def replay(self, dlq: str, stream: str, ids: Sequence[str] | None, timeout: float) -> int:
         """Move dead letters back to the group stream."""
-        return self.broker.streams.replay(dlq, stream, ids)
+        return self._broker.streams.replay(dlq, stream, ids)
 
     def purge(self, dlq: str, timeout: float) -> int:
         """Delete every dead letter."""
-        return self.broker.streams.purge(dlq)
+        return self._broker.streams.purge(dlq)
 
     def registry_set(self, key: str, group: str, spec: bytes, timeout: float) -> None:
         """Record a group in the registry."""
-        self.broker.streams.registry_set(key, group, spec)
+        self._broker.streams.registry_set(key, group, spec)
 
     def registry_all(self, key: str, timeout: float) -> dict[str, bytes]:
         """Every registered group."""
-        return self.broker.streams.registry_all(key)
+        return self._broker.streams.registry_all(key)
 
 
 os.register_at_fork(after_in_child=_reset_brokers_after_fork)

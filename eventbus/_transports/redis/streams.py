@@ -1,21 +1,22 @@
-"""Durable groups on Redis Streams (DESIGN §4, §6): :class:`RedisGroupStore`.
+"""Durable groups on Redis Streams: :class:`RedisGroupStore`.
 
-:class:`~eventbus._transports.redis.transport.RedisTransport` inherits this mixin, which implements
-:class:`~eventbus._transports.base.GroupStore` with the transport's own connections:
+It implements :class:`~eventbus._transports.base.GroupStore` (``transport.groups`` of
+the Redis transport) on the connections of
+:class:`~eventbus._transports.redis.pools.RedisPools`; the layout of the streams is in
+docs/groups.md ("Redis layout") and docs/wire-format.md ("Durable groups"):
 
-* every command runs on a connection of the caller's deadline (``_pool_for(timeout)``),
-  sent and read directly (raw replies, no redis-py response callbacks), several commands
+* every command runs on a connection of the caller's deadline (a command pool), sent
+  and read directly (raw replies, no redis-py response callbacks), several commands
   per round trip where they belong together;
-* ``group_read`` blocks in ``XREADGROUP ... BLOCK``, so it runs on a **read pool** whose
-  socket timeout is the block time plus ``socket_timeout``: a hung server is still
-  noticed, and a long block never borrows (or starves) a command pool. ``stop()``
-  closes the read pools too, which ends a read blocked at that moment with
-  :class:`~eventbus.TransportConnectionError`.
+* ``group_read`` blocks in ``XREADGROUP ... BLOCK``, so it runs on a **read pool**
+  whose socket timeout is the block time plus ``socket_timeout``: a hung server is
+  still noticed, and a long block never borrows (or starves) a command pool. The
+  transport's ``stop()`` closes the read pools too, which ends a read blocked at that
+  moment with :class:`~eventbus.TransportConnectionError`.
 
-What must hold together runs as one Lua script (keys of one group share a hash tag, so
-each script is valid on Redis Cluster). A script stops at its first failing command,
-where a MULTI would run the remaining ones; that is what keeps ``replay`` and ``purge``
-from deleting what they did not copy or count. The Redis behaviours relied on (checked
+What must hold together runs as one Lua script
+(:mod:`eventbus._transports.redis.group_scripts`; keys of one group share a hash tag,
+so each script is valid on Redis Cluster). The Redis behaviours relied on (checked
 against 7.0 in ``tests/test_redis_streams.py``):
 
 * ``XCLAIM`` of a pending entry whose data was deleted or trimmed returns nothing for it
@@ -37,31 +38,33 @@ against 7.0 in ``tests/test_redis_streams.py``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import redis
 from redis.exceptions import NoScriptError
 
-from eventbus._errors import (
-    BusStateError,
-    GroupMissingError,
-    TransportConnectionError,
-    TransportError,
-    ValidationError,
-)
-from eventbus._transports.base import DeadLetter, GroupInfo, StreamEntry, StreamTarget
+from eventbus._errors import TransportConnectionError, TransportError
+from eventbus._models import DeadLetter, GroupInfo
+from eventbus._transports.base import StreamEntry, StreamTarget
 from eventbus._transports.redis.compat import lend
-
-if TYPE_CHECKING:
-    import threading
-
-    from redis.connection import ConnectionPool
-
-    from eventbus._core.config import RedisConfig
+from eventbus._transports.redis.errors import (
+    check_reply,
+    is_group_missing,
+    map_error,
+    map_refusal,
+)
+from eventbus._transports.redis.group_scripts import (
+    BACKLOG,
+    CLAIM,
+    CREATE,
+    DEAD_LETTER,
+    PURGE,
+    REPLAY,
+    Script,
+)
+from eventbus._transports.redis.pools import RedisPools
 
 __all__ = ["RedisGroupStore"]
 
@@ -73,235 +76,6 @@ _PAYLOAD: Final = b"e"
 _CLAIM_MAX: Final = 1000
 #: Dead letters moved per ``replay`` script: each script blocks the server while it runs.
 _REPLAY_CHUNK: Final = 500
-#: Distinct block times that get a read pool of their own; see ``_read_pool``.
-_MAX_READ_POOLS: Final = 4
-#: Error prefixes meaning the stream or its consumer group is gone.
-_MISSING: Final = ("NOGROUP", "UNBLOCKED the stream key no longer exists")
-#: What Redis < 7.0 puts before the error of a command that failed inside a script.
-_SCRIPT_ERROR: Final = re.compile(r"Error running script \(call to f_[0-9a-f]+\): @\w+:\d+: ")
-
-
-class _Script:
-    """A Lua script run with ``EVALSHA``, loaded with ``EVAL`` on ``NOSCRIPT``."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-# KEYS stream; ARGV group, consumer, min idle ms, count, ids to leave alone... Atomic, so
-# that an id XPENDING listed and XCLAIM did not return can only be one whose data is gone
-# (XCLAIM skips it, and since 7.0 drops it from the PEL; the XACK does so on older servers).
-_CLAIM = _Script("""
-local want, skip = tonumber(ARGV[4]), {}
-for i = 5, #ARGV do skip[ARGV[i]] = true end
-local rows = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', want + #ARGV - 4)
-local pending, ids = {}, {}
-for _, p in ipairs(rows) do
-  if #ids < want and not skip[p[1]] then pending[#pending + 1] = p; ids[#ids + 1] = p[1] end
-end
-if #ids == 0 then return {{}, {}, {}} end
-local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))
-local got, gone = {}, {}
-for _, e in ipairs(claimed) do if type(e) == 'table' then got[e[1]] = true end end
-for _, id in ipairs(ids) do if not got[id] then gone[#gone + 1] = id end end
-if #gone > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(gone)) end
-return {pending, claimed, gone}
-""")
-
-# KEYS stream, dlq; ARGV group, id, consumer, payload, error, deliveries. Moves the entry
-# only while it is pending for this consumer: if another one claimed it meanwhile, that
-# one owns it now (acking it here would cut its delivery short). 1 moved, 0 not ours,
-# 2 moved with the group gone (nothing left to acknowledge).
-_DEAD_LETTER = _Script("""
-local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-local missing = type(p) == 'table' and p.err ~= nil
-if missing and string.sub(p.err, 1, 7) ~= 'NOGROUP' then return redis.error_reply(p.err) end
-if not missing and (#p == 0 or p[1][2] ~= ARGV[3]) then return 0 end
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[4], 'src', ARGV[2], 'err', ARGV[5],
-           'n', ARGV[6], 'c', ARGV[3], 'g', ARGV[1])
-if missing then return 2 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return 1
-""")
-
-# KEYS dlq, stream; ARGV 'ids' id... | 'range' start end count. Each dead letter is
-# appended to the stream, then deleted, one at a time: a failure stops the script with
-# nothing lost. Returns {moved, last id looked at (or false)}.
-_REPLAY = _Script("""
-local moved, last = 0, false
-local function move(entry)
-  last = entry[1]
-  local f = entry[2]
-  for i = 1, #f, 2 do
-    if f[i] == 'e' then
-      redis.call('XADD', KEYS[2], '*', 'e', f[i + 1])
-      redis.call('XDEL', KEYS[1], entry[1])
-      moved = moved + 1
-      return
-    end
-  end
-end
-if ARGV[1] == 'ids' then
-  for i = 2, #ARGV do
-    local r = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-    if r[1] then move(r[1]) end
-  end
-else
-  for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])) do
-    move(e)
-  end
-end
-return {moved, last}
-""")
-
-# Shared by the scripts below: the fields of an XINFO reply, and stream id order.
-_LUA_COMMON = """
-local function fields(flat)
-  local f = {}
-  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  return f
-end
-local function before(a, b)  -- id a < id b; compared as digit strings (ids pass 2^53)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if #am ~= #bm then return #am < #bm end
-  if am ~= bm then return am < bm end
-  if #as ~= #bs then return #as < #bs end
-  return as < bs
-end
-"""
-
-# KEYS stream; ARGV group, start. XGROUP CREATE ... MKSTREAM, and on Redis 7.0+ the
-# group's read counter (entries-read) set to what it starts after: every entry added
-# so far for "$"; for an id, the entries trimmed before now plus those still in the
-# stream up to the id (counted 1000 at a time). Redis 7.0 leaves the counter nil for
-# "$", and a nil counter makes a later loss to retention uncountable. 0 if it existed.
-_CREATE = _Script(
-    _LUA_COMMON
-    + """
-local made = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
-if type(made) == 'table' and made.err then
-  if string.sub(made.err, 1, 9) == 'BUSYGROUP' then return 0 end
-  return redis.error_reply(made.err)
-end
-local s = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
-local added = s['entries-added']
-if added == nil then return 1 end  -- before Redis 7.0: no read counters
-local read = added
-if ARGV[2] ~= '$' then
-  local upto, cursor = 0, '-'
-  while true do
-    local rows = redis.call('XRANGE', KEYS[1], cursor, ARGV[2], 'COUNT', 1000)
-    upto = upto + #rows
-    if #rows < 1000 then break end
-    cursor = '(' .. rows[#rows][1]
-  end
-  read = added - s['length'] + upto
-end
-redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', read)
-return 1
-"""
-)
-
-# KEYS stream; ARGV group, 'take' | 'peek'. The group's exact backlog (entries after
-# its last-delivered id: Redis < 8 reports a stale lag after a trim, redis/redis#13957)
-# and what it lost to retention: entries trimmed (or deleted) before it read them,
-# (entries-added - entries-read) - backlog. With 'take', the loss is folded into the
-# group's read counter (XGROUP SETID at its own id, ENTRIESREAD), so that each loss is
-# returned once, to one caller. The backlog is counted from whichever end of the stream
-# is nearer the group's id, 1000 entries at a time. Returns {backlog, lost}, lost -1
-# when it cannot be counted (Redis < 7.0, or a nil counter: 'take' sets it, counting
-# from now on), or false when the stream or the group does not exist.
-_BACKLOG = _Script(
-    _LUA_COMMON
-    + """
-local raw = redis.pcall('XINFO', 'STREAM', KEYS[1])
-if type(raw) == 'table' and raw.err then
-  if string.find(raw.err, 'no such key', 1, true) then return false end
-  return redis.error_reply(raw.err)
-end
-local s = fields(raw)
-local g = nil
-for _, row in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local f = fields(row)
-  if f['name'] == ARGV[1] then g = f end
-end
-if g == nil then return false end
-local at, length = g['last-delivered-id'], s['length']
-local backlog
-if length == 0 or not before(at, s['last-entry'][1]) then
-  backlog = 0
-elseif before(at, s['first-entry'][1]) then
-  backlog = length
-else
-  local upto, after, low, high = 0, 0, '-', '+'
-  while true do
-    local rows = redis.call('XRANGE', KEYS[1], low, at, 'COUNT', 1000)
-    upto = upto + #rows
-    if #rows < 1000 then backlog = length - upto; break end
-    low = '(' .. rows[#rows][1]
-    rows = redis.call('XREVRANGE', KEYS[1], high, '(' .. at, 'COUNT', 1000)
-    after = after + #rows
-    if #rows < 1000 then backlog = after; break end
-    high = '(' .. rows[#rows][1]
-  end
-end
-local added, read = s['entries-added'], g['entries-read']
-if added == nil then return {backlog, -1} end
-local gap = read and (added - read - backlog)
-if ARGV[2] == 'take' and gap ~= 0 then
-  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], at, 'ENTRIESREAD', added - backlog)
-end
-if not read then return {backlog, -1} end
-return {backlog, math.max(0, gap)}
-"""
-)
-
-# KEYS dlq. XLEN fails on a key of another type, before anything is deleted.
-_PURGE = _Script("""
-local n = redis.call('XLEN', KEYS[1])
-redis.call('DEL', KEYS[1])
-return n
-""")
-
-
-def _fail(
-    exc: redis.RedisError, what: str, timeout: float, *, publish: bool = False
-) -> TransportError:
-    """The eventbus error for a redis-py error (the caller chains it with ``from``)."""
-    # redis.py imports this module for RedisGroupStore: take its mapping at call time.
-    from eventbus._transports.redis.transport import _error
-
-    return _error(exc, what, timeout, publish=publish)
-
-
-def _missing(exc: redis.ResponseError) -> bool:
-    """Whether Redis refused because the stream or its consumer group is gone, also from
-    inside a script (which Redis < 7.0 reports as ``Error running script ...: NOGROUP``)."""
-    text = str(exc)
-    script = _SCRIPT_ERROR.match(text)
-    return text[script.end() if script else 0 :].startswith(_MISSING)
-
-
-def _refused(exc: redis.ResponseError, what: str, stream: str, group: str) -> TransportError:
-    """The eventbus error for a command Redis refused; a lost group is its own error."""
-    if _missing(exc):
-        return GroupMissingError(
-            f"{what}: the stream or its consumer group is gone ({exc})", stream=stream, group=group
-        )
-    return TransportError(f"{what}: {exc}")
-
-
-def _checked(reply: Any, what: str, stream: str, group: str) -> Any:
-    """``reply``, or the error for it if Redis refused the command."""
-    if isinstance(reply, redis.ResponseError):
-        if stream:
-            raise _refused(reply, what, stream, group) from reply
-        raise TransportError(f"{what}: {reply}") from reply
-    return reply
 
 
 def _text(raw: bytes | str) -> str:
@@ -320,8 +94,8 @@ def _xadd(target: StreamTarget, payload: bytes) -> tuple[Any, ...]:
 
 
 class RedisGroupStore:
-    """:class:`~eventbus._transports.base.GroupStore` over Redis Streams; a mixin of
-    :class:`~eventbus._transports.redis.transport.RedisTransport`, using its connections.
+    """:class:`~eventbus._transports.base.GroupStore` over Redis Streams, on the
+    connections of :class:`~eventbus._transports.redis.pools.RedisPools`.
 
     Example::
 
@@ -329,103 +103,30 @@ class RedisGroupStore:
             keyspace.group_stream("thumbnailer"),
             keyspace.dead_letter_stream("thumbnailer"),
         )
-        transport.group_create(stream, "thumbnailer", "$", timeout=2.0)
-        transport.route(channel, payload, [StreamTarget(stream=stream)], timeout=2.0)
-        for entry in transport.group_read(stream, "thumbnailer", "worker-1", 10, block=1.0):
+        groups = transport.groups
+        groups.group_create(stream, "thumbnailer", "$", timeout=2.0)
+        groups.route(channel, payload, [StreamTarget(stream=stream)], timeout=2.0)
+        for entry in groups.group_read(stream, "thumbnailer", "worker-1", 10, block=1.0):
             handle(entry.payload)
-            transport.group_ack(stream, "thumbnailer", [entry.id], timeout=2.0)
+            groups.group_ack(stream, "thumbnailer", [entry.id], timeout=2.0)
+
+    Args:
+        pools: where its connections come from.
     """
 
-    if TYPE_CHECKING:  # provided by RedisTransport
-        _config: RedisConfig
-        _lock: threading.Lock
-        _state: str
-        _pools: dict[float, ConnectionPool]
-
-        def _make_pool(self, socket_timeout: float, max_connections: int) -> ConnectionPool: ...
-        def _pool_for(self, timeout: float) -> ConnectionPool: ...
-
-    _read_pools: dict[float, ConnectionPool]
-
-    def _init_group_store(self) -> None:
-        """Set up the mixin's state; called by ``RedisTransport.__init__``."""
-        # Read without a lock; replaced (never mutated) under the transport's lock.
-        self._read_pools = {}
-
-    def _take_read_pools(self) -> list[ConnectionPool]:
-        """Forget the read pools and return them to be closed; ``stop()`` holds the lock."""
-        pools, self._read_pools = list(self._read_pools.values()), {}
-        return pools
-
-    # -- connections -----------------------------------------------------------------------
-
-    def _read_pool(self, block: float) -> tuple[ConnectionPool, float]:
-        """The read pool for a ``block``-second read, and its socket timeout.
-
-        Past ``_MAX_READ_POOLS`` block times, a read borrows the pool of the nearest
-        longer one (a longer socket timeout only notices a hung server later).
-        """
-        if not isinstance(block, int | float) or not block >= 0:
-            raise ValidationError(f"block must be a number >= 0, got {block!r}")
-        socket_timeout = block + self._config.socket_timeout
-        pool = self._read_pools.get(socket_timeout)
-        if pool is not None:
-            return pool, socket_timeout
-        with self._lock:
-            if self._state == "stopped":
-                raise BusStateError("the Redis transport is stopped")
-            pool = self._read_pools.get(socket_timeout)
-            if pool is not None:
-                return pool, socket_timeout
-            longer = [t for t in self._read_pools if t >= socket_timeout]
-            if len(self._read_pools) >= _MAX_READ_POOLS and longer:
-                return self._read_pools[min(longer)], min(longer)
-            pool = self._make_pool(socket_timeout, self._config.max_connections)
-            self._read_pools = {**self._read_pools, socket_timeout: pool}
-            return pool, socket_timeout
-
-    def _exchange(
-        self,
-        commands: Sequence[tuple[Any, ...]],
-        timeout: float,
-        what: str,
-        *,
-        publish: bool = False,
-    ) -> list[Any]:
-        """Send ``commands`` in one round trip on a connection of deadline ``timeout``.
-
-        Returns every raw reply in order; a command Redis refused has its
-        :class:`redis.ResponseError` in its place (the others were carried out).
-        """
-        pool = self._pools.get(timeout)
-        if pool is None:
-            pool = self._pool_for(timeout)
-        replies: list[Any] = []
-        try:
-            conn: Any = lend(pool)  # redis-py's Connection is untyped
-            try:
-                conn.send_packed_command(conn.pack_commands(commands))
-                for _ in commands:
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.ResponseError as exc:  # read the other replies all the same
-                        replies.append(exc)
-            finally:
-                pool.release(conn)
-        except redis.RedisError as exc:
-            raise _fail(exc, what, timeout, publish=publish) from exc
-        return replies
+    def __init__(self, pools: RedisPools) -> None:
+        self._pools = pools
 
     def _call(
         self, command: tuple[Any, ...], timeout: float, what: str, stream: str = "", group: str = ""
     ) -> Any:
         """One command's raw reply; a refusal raises (``GroupMissingError`` for a lost
         group when ``stream`` and ``group`` are given)."""
-        return _checked(self._exchange([command], timeout, what)[0], what, stream, group)
+        return check_reply(self._pools.exchange([command], timeout, what)[0], what, stream, group)
 
     def _eval(
         self,
-        script: _Script,
+        script: Script,
         keys: Sequence[str],
         args: Iterable[Any],
         timeout: float,
@@ -435,10 +136,10 @@ class RedisGroupStore:
     ) -> Any:
         """Run ``script`` (``EVALSHA``, then ``EVAL`` if the server lacks it)."""
         tail = (len(keys), *keys, *args)
-        reply = self._exchange([("EVALSHA", script.sha, *tail)], timeout, what)[0]
+        reply = self._pools.exchange([("EVALSHA", script.sha, *tail)], timeout, what)[0]
         if isinstance(reply, NoScriptError):
-            reply = self._exchange([("EVAL", script.source, *tail)], timeout, what)[0]
-        return _checked(reply, what, stream, group)
+            reply = self._pools.exchange([("EVAL", script.source, *tail)], timeout, what)[0]
+        return check_reply(reply, what, stream, group)
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -474,7 +175,7 @@ class RedisGroupStore:
             commands.append(("PUBLISH", channel, payload))
             commands.extend(_xadd(target, payload) for target in targets)
         what = f"publish of {len(messages)} message(s) to {len(commands)} destination(s)"
-        replies = self._exchange(commands, timeout, what, publish=True)
+        replies = self._pools.exchange(commands, timeout, what, publish=True)
         refused = next((r for r in replies if isinstance(r, redis.ResponseError)), None)
         if refused is not None:
             raise TransportError(f"{what}: {refused}") from refused
@@ -484,7 +185,7 @@ class RedisGroupStore:
 
     def group_create(self, stream: str, group: str, start: str, timeout: float) -> bool:
         """``XGROUP CREATE stream group start MKSTREAM`` with the group's read counter
-        set (Redis 7.0+; see ``_CREATE``), in one script; False if the group existed.
+        set (Redis 7.0+; see ``group_scripts.CREATE``), in one script; False if the group existed.
 
         Raises:
             TransportError: Redis refused (``start`` is not an id, the key is no stream),
@@ -492,7 +193,7 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"create group {group!r} on {stream!r}"
-        return bool(self._eval(_CREATE, [stream], [group, start], timeout, what))
+        return bool(self._eval(CREATE, [stream], [group, start], timeout, what))
 
     def group_read(
         self, stream: str, group: str, consumer: str, count: int, block: float
@@ -513,7 +214,7 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
             BusStateError: the transport is stopped.
         """
-        pool, socket_timeout = self._read_pool(block)
+        pool, socket_timeout = self._pools.read_pool(block)
         command: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
         if block > 0:  # BLOCK 0 would wait forever
             command += ["BLOCK", max(1, round(block * 1000))]
@@ -527,11 +228,11 @@ class RedisGroupStore:
             finally:
                 pool.release(conn)
         except redis.ResponseError as exc:
-            raise _refused(exc, what, stream, group) from exc
+            raise map_refusal(exc, what, stream, group) from exc
         except redis.RedisError as exc:
-            raise _fail(exc, what, socket_timeout) from exc
+            raise map_error(exc, what, socket_timeout) from exc
         except (OSError, ValueError, AttributeError) as exc:
-            if self._state != "stopped":
+            if not self._pools.closed:
                 raise
             # stop() closed the socket under the read (redis-py then fails in its buffer)
             raise TransportConnectionError(f"{what}: the Redis transport stopped") from exc
@@ -559,7 +260,7 @@ class RedisGroupStore:
                 _PAYLOAD.decode(),
                 ", ".join(ids),
             )
-            self.group_ack(stream, group, ids, self._config.socket_timeout)
+            self.group_ack(stream, group, ids, self._pools.config.socket_timeout)
 
     def group_ack(self, stream: str, group: str, ids: Sequence[str], timeout: float) -> int:
         """``XACK``; return how many of ``ids`` were pending (0 for a missing stream).
@@ -603,7 +304,7 @@ class RedisGroupStore:
         idle_ms = max(0, round(min_idle * 1000))
         args = (group, consumer, idle_ms, max(1, min(count, _CLAIM_MAX)), *exclude)
         what = f"claim idle entries of group {group!r} on {stream!r}"
-        pending, claimed, gone = self._eval(_CLAIM, [stream], args, timeout, what, stream, group)
+        pending, claimed, gone = self._eval(CLAIM, [stream], args, timeout, what, stream, group)
         counts = {raw[0]: int(raw[3]) for raw in pending}
         entries: list[StreamEntry] = []
         foreign: list[str] = []
@@ -645,7 +346,7 @@ class RedisGroupStore:
         """
         what = f"dead-letter {entry.id} of {stream!r} into {dlq!r}"
         args = (group, entry.id, consumer, entry.payload, error, entry.deliveries)
-        moved = self._eval(_DEAD_LETTER, [stream, dlq], args, timeout, what)
+        moved = self._eval(DEAD_LETTER, [stream, dlq], args, timeout, what)
         if moved == 0:
             logger.warning(
                 "%s: skipped, the entry is no longer pending for %r (another consumer "
@@ -662,7 +363,7 @@ class RedisGroupStore:
     def group_take_lost(self, stream: str, group: str, timeout: float) -> int | None:
         """What the group lost to retention since the last call, by any process: entries
         trimmed from its stream before it read them. Counted and folded into the group's
-        read counter atomically (``_BACKLOG``), so each loss is returned once.
+        read counter atomically (``group_scripts.BACKLOG``), so each loss is returned once.
 
         Returns:
             The count (0 when the stream or the group does not exist), or None when
@@ -674,7 +375,7 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"count what group {group!r} lost on {stream!r}"
-        reply = self._eval(_BACKLOG, [stream], [group, "take"], timeout, what)
+        reply = self._eval(BACKLOG, [stream], [group, "take"], timeout, what)
         if not reply:
             return 0
         return None if reply[1] < 0 else int(reply[1])
@@ -683,7 +384,7 @@ class RedisGroupStore:
         """The group's numbers: ``XINFO GROUPS`` (pending, consumers), ``XLEN`` of the
         stream and of the dead-letter stream and the idle time of the oldest pending
         entry (``XPENDING ... - + 1``) in one round trip, then the exact backlog and the
-        loss not yet taken (``_BACKLOG`` without taking it).
+        loss not yet taken (``group_scripts.BACKLOG`` without taking it).
 
         A missing stream counts as empty; a missing group as one with nothing pending
         and no consumers, whose lag is unknown (None) unless the stream is empty.
@@ -694,7 +395,7 @@ class RedisGroupStore:
             TransportConnectionError: the server cannot be reached.
         """
         what = f"info of group {group!r} on {stream!r}"
-        groups, length, dead, oldest = self._exchange(
+        groups, length, dead, oldest = self._pools.exchange(
             [
                 ("XINFO", "GROUPS", stream),
                 ("XLEN", stream),
@@ -706,7 +407,7 @@ class RedisGroupStore:
         )
         if isinstance(groups, redis.ResponseError) and "no such key" in str(groups):
             groups = []
-        if isinstance(oldest, redis.ResponseError) and _missing(oldest):
+        if isinstance(oldest, redis.ResponseError) and is_group_missing(oldest):
             oldest = []
         for reply in (groups, length, dead, oldest):
             if isinstance(reply, redis.ResponseError):
@@ -719,7 +420,7 @@ class RedisGroupStore:
             pending, consumers, lag = 0, 0, (0 if length == 0 else None)
         else:
             pending, consumers = int(mine[b"pending"]), int(mine[b"consumers"])
-            counted = self._eval(_BACKLOG, [stream], [group, "peek"], timeout, what)
+            counted = self._eval(BACKLOG, [stream], [group, "peek"], timeout, what)
             lag = int(counted[0]) if counted else None
             if counted and counted[1] >= 0:
                 trimmed_unread = int(counted[1])
@@ -778,7 +479,7 @@ class RedisGroupStore:
         if ids is not None:
             for i in range(0, len(ids), _REPLAY_CHUNK):
                 chunk = ids[i : i + _REPLAY_CHUNK]
-                done, _ = self._eval(_REPLAY, [dlq, stream], ("ids", *chunk), timeout, what)
+                done, _ = self._eval(REPLAY, [dlq, stream], ("ids", *chunk), timeout, what)
                 moved += int(done)
             return moved
         newest = self._call(("XREVRANGE", dlq, "+", "-", "COUNT", 1), timeout, what)
@@ -787,7 +488,7 @@ class RedisGroupStore:
         start, end = "-", newest[0][0]
         while True:
             args = ("range", start, end, _REPLAY_CHUNK)
-            done, last = self._eval(_REPLAY, [dlq, stream], args, timeout, what)
+            done, last = self._eval(REPLAY, [dlq, stream], args, timeout, what)
             moved += int(done)
             if not last:
                 return moved
@@ -801,7 +502,7 @@ class RedisGroupStore:
                 within ``timeout``.
             TransportConnectionError: the server cannot be reached.
         """
-        purged: int = self._eval(_PURGE, [dlq], (), timeout, f"purge {dlq!r}")
+        purged: int = self._eval(PURGE, [dlq], (), timeout, f"purge {dlq!r}")
         return purged
 
     # -- registry --------------------------------------------------------------------------

@@ -1,42 +1,37 @@
-"""The ``http://`` / ``https://`` transport: a bus working through the Socket.IO gateway.
+"""The connection of the ``http(s)://`` transport: one reconnecting Socket.IO client.
 
-A service that cannot (or should not) reach Redis connects to the gateway's
-``/service`` namespace with python-socketio's synchronous client and a service token;
-each :class:`~eventbus._transports.base.Transport` operation becomes one Socket.IO
-event with an acknowledgement, which the gateway checks against the token's scopes
-and carries out on Redis (see :mod:`eventbus.gateway.services` for the protocol).
+:class:`GatewayLink` connects python-socketio's synchronous client to the gateway's
+``/service`` namespace with a service token, turns a call into one Socket.IO event
+with an acknowledgement (:meth:`GatewayLink.call`), and keeps the connection alive:
 
-Channel and key names travel **relative to the key prefix**: this transport strips
-the bus's prefix and the gateway adds its own.
+* python-socketio's read thread delivers messages (in order: this module makes the
+  Engine.IO client hand every packet over on its read thread, instead of one new
+  thread per packet) and acknowledgements;
+* the ``eventbus-gateway-link`` thread waits for the connection to drop, reconnects
+  with the delays of :class:`~eventbus._core.backoff.ReconnectPolicy` (first
+  ``reconnection_delay``, then doubling up to at least 10 s), has the transport renew
+  every subscription, and reports ``DISCONNECTED``/``RECONNECTED`` to the sink, as it
+  does when the gateway reports that its own Redis subscription dropped or came back.
 
-Threads: python-socketio's read thread delivers messages (in order: this module
-makes the Engine.IO client hand every packet over on its read thread, instead of one
-new thread per packet) and acknowledgements; the ``eventbus-gateway-link`` thread
-waits for the connection to drop, reconnects with exponential backoff and jitter,
-renews every subscription, and reports ``DISCONNECTED``/``RECONNECTED`` to the sink.
 A call made while the link is down waits for it, up to its own timeout; nothing is
-emitted on a namespace that is not connected (no ``BadNamespaceError``).
-
-Durable groups (:class:`~eventbus._transports.base.GroupStore`) are not available
-through the gateway: this class does not implement them, and the bus refuses a group
-subscription with :class:`~eventbus.BusStateError`.
+emitted on a namespace that is not connected (no ``BadNamespaceError``). The protocol
+is in docs/gateway-services.md.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 import engineio
 import socketio
 import websocket
 
+from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.config import ClientConfig
-from eventbus._core.patterns import escape_glob
 from eventbus._errors import (
     BusStateError,
     GatewayAuthError,
@@ -44,15 +39,15 @@ from eventbus._errors import (
     PublishTimeoutError,
     TransportConnectionError,
     TransportError,
-    ValidationError,
 )
-from eventbus._transports.base import ClientRecord, LinkEvent, LinkState, MessageSink
+from eventbus._transports.base import LinkEvent, LinkState, MessageSink, TransportState
 
-__all__ = ["GatewayTransport"]
+__all__ = ["NAMESPACE", "GatewayLink"]
 
 logger = logging.getLogger("eventbus.transport")
 
 NAMESPACE: Final = "/service"
+#: The longest delay between reconnection attempts, unless ``reconnection_delay`` is longer.
 _BACKOFF_CAP: Final = 10.0
 #: Error codes of an acknowledgement that mean "the gateway cannot reach Redis now".
 _UNAVAILABLE: Final = ("unavailable",)
@@ -130,41 +125,41 @@ class _Waiter:
         self.done.set()
 
 
-class GatewayTransport:
-    """The :class:`~eventbus._transports.base.Transport` over the gateway's ``/service``
-    namespace.
+class GatewayLink:
+    """One connection to the gateway's ``/service`` namespace, renewed when it drops.
 
     Example::
 
-        transport = GatewayTransport(
-            ClientConfig(url="http://localhost:3003", auth_token=token),
-            client_name="thumbnailer:h:1:0",
-            control_channel="eventbus:ctl:thumbnailer:h:1:0",
-        )
-        transport.start(sink)
-        transport.psubscribe(["eventbus:ev:photo.*"], timeout=5.0)
-        transport.publish("eventbus:ev:photo.uploaded", b"{...}", timeout=2.0)
-        transport.stop(timeout=5.0)
+        link = GatewayLink(config, deliver=deliver, renew=resubscribe)
+        link.open(sink)
+        result = link.call("ping", {}, timeout=2.0, what="ping")
+        link.close(timeout=5.0)
 
     Args:
         config: the gateway URL, token and reconnection settings.
-        client_name: the bus's client id.
-        control_channel: the bus's private channel; only its key prefix is used (the
-            gateway does not relay control messages).
-
-    Raises:
-        ConfigurationError: no token.
+        deliver: passes each ``message`` event's data on to the sink given to
+            :meth:`open` (on the read thread).
+        renew: called with a timeout after each reconnection, to subscribe again; a
+            :class:`~eventbus.TransportError` it raises makes the attempt fail.
     """
 
-    name = "gateway"
-
-    def __init__(self, config: ClientConfig, *, client_name: str, control_channel: str) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        deliver: Callable[[MessageSink, Any], None],
+        renew: Callable[[float], None],
+    ) -> None:
         self._config = config
-        tail = f"ctl:{client_name}"
-        self._prefix = control_channel[: -len(tail)] if control_channel.endswith(tail) else ""
-        self._glob_prefix = escape_glob(self._prefix)
-        self._state = "new"  # new -> started -> stopped
-        self._lock = threading.Lock()  # start/stop and the subscription sets
+        self._deliver = deliver
+        self._renew = renew
+        self._policy = ReconnectPolicy(
+            first=config.reconnection_delay,
+            cap=max(_BACKOFF_CAP, config.reconnection_delay),
+        )
+        #: Where the link is in its life (the transport's state: it opens once).
+        self.state = TransportState.NEW
+        self._lock = threading.Lock()  # open and close
         self._report_lock = threading.Lock()
         self._emit_lock = threading.Lock()  # emits and the pending table
         self._sio: _SocketIOClient | None = None
@@ -174,55 +169,38 @@ class GatewayTransport:
         self._thread: threading.Thread | None = None
         self._sink: MessageSink | None = None
         self._pending: dict[int, _Waiter] = {}
-        self._channels: set[str] = set()  # relative
-        self._patterns: dict[str, str] = {}  # relative -> as the bus gave it
         self._refusal: tuple[str, str] | None = None
         self._remote_up = True  # the gateway's own Redis subscription
         self._down_reported = False
 
-    def __repr__(self) -> str:
-        return f"<GatewayTransport {self._config.url} {self._state}>"
-
-    # -- names -----------------------------------------------------------------------------
-
-    def _rel(self, name: str) -> str:
-        if not name.startswith(self._prefix):
-            raise ValidationError(f"{name!r} is not under the key prefix {self._prefix!r}")
-        return name[len(self._prefix) :]
-
-    def _rel_pattern(self, pattern: str) -> str:
-        if not pattern.startswith(self._glob_prefix):
-            raise ValidationError(f"{pattern!r} is not under the key prefix {self._prefix!r}")
-        return pattern[len(self._glob_prefix) :]
-
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, sink: MessageSink) -> None:
-        """Connect to the gateway and start the link thread.
+    def open(self, sink: MessageSink) -> None:
+        """Connect to the gateway and start the link thread; link events go to ``sink``.
 
         Raises:
             GatewayAuthError: the gateway refused the token (``code`` says why).
             TransportConnectionError: the gateway cannot be reached.
-            BusStateError: the transport was started before.
+            BusStateError: the link was opened before.
         """
         with self._lock:
-            if self._state != "new":
-                raise BusStateError(f"the gateway transport cannot start: it is {self._state}")
+            if self.state is not TransportState.NEW:
+                raise BusStateError(f"the gateway transport cannot start: it is {self.state.value}")
             self._sink = sink
             self._connect(self._config.timeout)
-            self._state = "started"
+            self.state = TransportState.STARTED
             self._thread = threading.Thread(
                 target=self._run, name="eventbus-gateway-link", daemon=True
             )
             self._thread.start()
 
-    def stop(self, timeout: float) -> None:
+    def close(self, timeout: float) -> None:
         """Disconnect and stop the link thread (joined within ``timeout``). Idempotent."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            if self._state == "stopped":
+            if self.state is TransportState.STOPPED:
                 return
-            self._state = "stopped"
+            self.state = TransportState.STOPPED
         self._stop_event.set()
         self._dropped.set()
         sio = self._sio
@@ -238,13 +216,13 @@ class GatewayTransport:
                 logger.warning("gateway link thread did not stop within %ss", timeout)
         self._fail_pending()
 
-    def listener_alive(self) -> bool:
+    def alive(self) -> bool:
         """Whether the link thread is running (it ends when reconnection gives up)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def link_up(self) -> bool:
+    def up(self) -> bool:
         """Whether the gateway is connected and its own Redis subscription works."""
-        return self._connected.is_set() and self._remote_up and self.listener_alive()
+        return self._connected.is_set() and self._remote_up and self.alive()
 
     # -- the connection --------------------------------------------------------------------
 
@@ -330,27 +308,14 @@ class GatewayTransport:
             waiter.fail()
         self._dropped.set()
 
+    def _on_message(self, data: Any) -> None:
+        sink = self._sink
+        if sink is not None:
+            self._deliver(sink, data)
+
     def _on_error(self, data: Any = None) -> None:
         code = data.get("code") if isinstance(data, dict) else data
         logger.warning("the gateway reports %s; it will close the connection", code)
-
-    def _on_message(self, data: Any) -> None:
-        sink = self._sink
-        try:
-            rel_key, rel_channel, payload = data["key"], data["channel"], data["payload"]
-            if isinstance(payload, str):
-                payload = payload.encode()
-            key = self._patterns.get(rel_key) or self._prefix + rel_key
-            channel = self._prefix + rel_channel
-        except (TypeError, KeyError) as exc:
-            logger.warning("malformed message from the gateway: %r", exc)
-            return
-        if sink is None:
-            return
-        try:
-            sink.on_message(key, channel, bytes(payload))
-        except Exception:
-            logger.exception("the message sink failed on a message from %r", channel)
 
     def _on_link(self, data: Any = None) -> None:
         state = data.get("state") if isinstance(data, dict) else None
@@ -390,12 +355,8 @@ class GatewayTransport:
                 logger.error("gateway connection lost and reconnection is off")
                 return
             attempt = 0
-            while not self._stop_event.is_set():
-                delay = min(
-                    max(_BACKOFF_CAP, cfg.reconnection_delay), cfg.reconnection_delay * 2**attempt
-                )
-                if self._stop_event.wait(random.uniform(delay / 2, delay)):
-                    return
+            # Attempt 1 waits reconnection_delay (jittered), each next one twice as long.
+            while self._policy.wait(attempt + 1, self._stop_event):
                 attempt += 1
                 try:
                     self._discard_client()
@@ -403,8 +364,11 @@ class GatewayTransport:
                     self._renew(cfg.timeout)
                 except GatewayRefusedError as exc:
                     logger.error("renewing subscriptions through the gateway failed: %s", exc)
-                except TransportError as exc:
-                    logger.info("gateway reconnect attempt %d failed: %s", attempt, exc)
+                except Exception as exc:
+                    if isinstance(exc, TransportError):
+                        logger.info("gateway reconnect attempt %d failed: %s", attempt, exc)
+                    else:  # a bug, not an outage: loudly, and keep trying
+                        logger.exception("gateway reconnect attempt %d failed", attempt)
                     if cfg.reconnection_attempts and attempt >= cfg.reconnection_attempts:
                         logger.error(
                             "gave up reconnecting to the gateway after %d attempts", attempt
@@ -425,14 +389,6 @@ class GatewayTransport:
             except Exception:
                 logger.debug("discarding the old gateway client failed", exc_info=True)
 
-    def _renew(self, timeout: float) -> None:
-        with self._lock:
-            channels, patterns = sorted(self._channels), sorted(self._patterns)
-        if channels:
-            self._call("subscribe", {"names": channels}, timeout, "subscribe")
-        if patterns:
-            self._call("psubscribe", {"names": patterns}, timeout, "psubscribe")
-
     def _fail_pending(self) -> None:
         with self._emit_lock:
             pending, self._pending = self._pending, {}
@@ -441,11 +397,23 @@ class GatewayTransport:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _call(
+    def call(
         self, event: str, data: dict[str, Any], timeout: float, what: str, *, publish: bool = False
     ) -> dict[str, Any]:
-        """Emit ``event`` once the namespace is connected; wait for its acknowledgement."""
-        if self._state == "stopped":
+        """Emit ``event`` once the namespace is connected; wait for its acknowledgement.
+
+        Returns:
+            The acknowledgement's data (``{"ok": true, ...}``).
+
+        Raises:
+            GatewayRefusedError: the gateway refused (``code`` says why).
+            PublishTimeoutError: with ``publish``, no answer within ``timeout``.
+            TransportError: no answer within ``timeout``, or an unexpected answer.
+            TransportConnectionError: not connected within ``timeout``, the connection
+                dropped before the answer, or the gateway cannot reach Redis now.
+            BusStateError: the link is closed.
+        """
+        if self.state is TransportState.STOPPED:
             raise BusStateError(f"cannot {what}: the gateway transport is stopped")
         deadline = time.monotonic() + timeout
         waiter = _Waiter()
@@ -489,137 +457,3 @@ class GatewayTransport:
                 raise TransportConnectionError(message)
             raise GatewayRefusedError(message, code=code)
         return result
-
-    # -- publishing ------------------------------------------------------------------------
-
-    def publish(self, channel: str, payload: bytes, timeout: float) -> int:
-        """PUBLISH through the gateway; return the receivers Redis counted.
-
-        Raises:
-            GatewayRefusedError: outside the token's scopes (``forbidden``), or too large.
-            PublishTimeoutError: no answer within ``timeout``.
-            TransportConnectionError: the gateway (or its Redis) cannot be reached.
-        """
-        result = self._call(
-            "publish",
-            {"channel": self._rel(channel), "payload": payload},
-            timeout,
-            f"publish on {channel}",
-            publish=True,
-        )
-        return int(result.get("receivers", 0))
-
-    def publish_many(self, messages: Sequence[tuple[str, bytes]], timeout: float) -> list[int]:
-        """Several publishes in order, in one request; receivers per message."""
-        if not messages:
-            return []
-        batch = [[self._rel(channel), payload] for channel, payload in messages]
-        result = self._call(
-            "publish_many", {"messages": batch}, timeout, "publish a batch", publish=True
-        )
-        return [int(n) for n in result.get("receivers", [])]
-
-    # -- subscriptions ---------------------------------------------------------------------
-
-    def subscribe(self, channels: Sequence[str], timeout: float) -> None:
-        """SUBSCRIBE exact channels through the gateway; returns once Redis confirmed."""
-        rel = self._names(channels, self._rel)
-        if rel:
-            self._call("subscribe", {"names": rel}, timeout, f"subscribe {rel!r}")
-            with self._lock:
-                self._channels.update(rel)
-
-    def unsubscribe(self, channels: Sequence[str], timeout: float) -> None:
-        """Drop exact channels."""
-        rel = self._names(channels, self._rel)
-        if rel:
-            with self._lock:
-                self._channels.difference_update(rel)
-            self._call("unsubscribe", {"names": rel}, timeout, f"unsubscribe {rel!r}")
-
-    def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
-        """PSUBSCRIBE glob patterns through the gateway; returns once Redis confirmed."""
-        unique = self._names(patterns, str)
-        rel = [self._rel_pattern(p) for p in unique]
-        if rel:
-            with self._lock:  # known before the first message can arrive
-                added = [r for r in rel if r not in self._patterns]
-                self._patterns.update(zip(rel, unique, strict=True))
-            try:
-                self._call("psubscribe", {"names": rel}, timeout, f"psubscribe {rel!r}")
-            except BaseException:
-                with self._lock:
-                    for r in added:
-                        self._patterns.pop(r, None)
-                raise
-
-    def punsubscribe(self, patterns: Sequence[str], timeout: float) -> None:
-        """Drop glob patterns."""
-        rel = self._names(patterns, self._rel_pattern)
-        if rel:
-            with self._lock:
-                for r in rel:
-                    self._patterns.pop(r, None)
-            self._call("punsubscribe", {"names": rel}, timeout, f"punsubscribe {rel!r}")
-
-    def _names(self, names: Sequence[str], rel: Callable[[str], str]) -> list[str]:
-        if isinstance(names, str):
-            raise ValidationError(f"expected a sequence of names, not the string {names!r}")
-        return [rel(n) for n in dict.fromkeys(names)]
-
-    def ping(self, timeout: float) -> float:
-        """Round-trip the gateway and its Redis; return the latency in seconds."""
-        started = time.perf_counter()
-        self._call("ping", {}, timeout, "ping")
-        return time.perf_counter() - started
-
-    # -- presence and the client registry --------------------------------------------------
-
-    def _keys(self, zset_key: str, hash_key: str) -> dict[str, Any]:
-        return {"zset": self._rel(zset_key), "hash": self._rel(hash_key)}
-
-    def presence_set(
-        self, zset_key: str, hash_key: str, member: str, info: bytes, ttl: float, timeout: float
-    ) -> None:
-        """Add or refresh ``member`` in a room for ``ttl`` seconds (scope ``presence``)."""
-        data = {**self._keys(zset_key, hash_key), "member": member, "info": info, "ttl": ttl}
-        self._call("presence_set", data, timeout, "presence_set")
-
-    def presence_remove(self, zset_key: str, hash_key: str, member: str, timeout: float) -> None:
-        """Remove ``member`` from a room now."""
-        data = {**self._keys(zset_key, hash_key), "member": member}
-        self._call("presence_remove", data, timeout, "presence_remove")
-
-    def presence_members(self, zset_key: str, hash_key: str, timeout: float) -> list[str]:
-        """Live members of a room, sorted."""
-        result = self._call(
-            "presence_members", self._keys(zset_key, hash_key), timeout, "presence_members"
-        )
-        return sorted({str(m) for m in result.get("members", [])})
-
-    def client_set(
-        self, zset_key: str, hash_key: str, client_id: str, info: bytes, ttl: float, timeout: float
-    ) -> None:
-        """Register or refresh this bus for ``ttl`` seconds."""
-        data = {**self._keys(zset_key, hash_key), "member": client_id, "info": info, "ttl": ttl}
-        self._call("client_set", data, timeout, "client_set")
-
-    def client_remove(self, zset_key: str, hash_key: str, client_id: str, timeout: float) -> None:
-        """Remove this bus's registration now."""
-        data = {**self._keys(zset_key, hash_key), "member": client_id}
-        self._call("client_remove", data, timeout, "client_remove")
-
-    def client_list(self, zset_key: str, hash_key: str, timeout: float) -> list[ClientRecord]:
-        """Every live registered bus (scope ``presence``)."""
-        result = self._call("client_list", self._keys(zset_key, hash_key), timeout, "client_list")
-        records = []
-        for item in result.get("clients", []):
-            client_id, info, expires_at = item
-            if isinstance(info, str):
-                info = info.encode()
-            records.append(
-                ClientRecord(
-                    client_id=str(client_id), info=bytes(info), expires_at=float(expires_at)
-                )
-            )
-        return records
