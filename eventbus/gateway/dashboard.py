@@ -37,9 +37,9 @@ import redis.asyncio as aioredis
 from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.patterns import escape_glob
+from eventbus.gateway._http import ADMIN_SCOPE as ADMIN_SCOPE  # the documented names
+from eventbus.gateway._http import STATIC_DIR as STATIC_DIR
 from eventbus.gateway._http import (
-    ADMIN_SCOPE,
-    STATIC_DIR,
     HTTPError,
     Receive,
     Router,
@@ -54,7 +54,7 @@ from eventbus.gateway._redis import Message, Subscriber, text
 from eventbus.gateway._types import SIO_ROOM_PREFIX, GatewayHost
 from eventbus.gateway.services import snapshot as services_snapshot
 
-__all__ = ["ADMIN_SCOPE", "STATIC_DIR", "Dashboard", "DashboardLimits", "install"]
+__all__ = ["Dashboard", "DashboardLimits", "install"]
 
 log = logging.getLogger("eventbus.gateway.dashboard")
 
