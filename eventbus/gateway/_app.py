@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import engineio.packet
@@ -378,24 +378,37 @@ class Gateway:
         return "payload_too_large" if payload_size(data) > self.config.max_payload else None
 
     async def _on_join(self, sid: str, data: Any = None) -> dict[str, Any]:
+        return await self._answer("join", self._join, sid, data)
+
+    async def _on_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
+        return await self._answer("leave", self._leave, sid, data)
+
+    async def _answer(
+        self,
+        name: str,
+        handler: Callable[[SocketState, str], Awaitable[dict[str, Any]]],
+        sid: str,
+        data: Any,
+    ) -> dict[str, Any]:
+        """Run a join or leave of the room ``data`` names; its ack, ``internal`` if it fails."""
         try:
-            return await self._join(sid, data)
+            state = self.sockets.get(sid)
+            if state is None:
+                return _ack("not_connected")
+            too_large = self.check_payload(data)
+            if too_large:
+                return self.refuse_message(too_large)
+            try:
+                room = parse_room_request(data)
+            except RoomRequestError as exc:
+                return self.refuse_message(exc.code)
+            return await handler(state, room)
         except Exception:
             self.counters.add("errors")
-            log.exception("join failed")
+            log.exception("%s failed", name)
             return _ack("internal")
 
-    async def _join(self, sid: str, data: Any) -> dict[str, Any]:
-        state = self.sockets.get(sid)
-        if state is None:
-            return _ack("not_connected")
-        too_large = self.check_payload(data)
-        if too_large:
-            return self.refuse_message(too_large)
-        try:
-            room = parse_room_request(data)
-        except RoomRequestError as exc:
-            return self.refuse_message(exc.code)
+    async def _join(self, state: SocketState, room: str) -> dict[str, Any]:
         if room == state.claims.user_room or room in state.rooms:
             return _ack()
         try:
@@ -408,38 +421,23 @@ class Gateway:
             return self.refuse_message("forbidden")
         if len(state.rooms) >= self.config.max_rooms_per_socket:
             return self.refuse_message("too_many_rooms")
-        if sid not in self.sockets:  # disconnected while the policy ran
+        if state.sid not in self.sockets:  # disconnected while the policy ran
             return _ack("not_connected")
         state.rooms.add(room)
-        await self.sio.enter_room(sid, sio_room(room), namespace=NAMESPACE)
+        await self.sio.enter_room(state.sid, sio_room(room), namespace=NAMESPACE)
         await self._enter(state, room)
         self.counters.add("joins")
         return _ack()
 
-    async def _on_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
-        try:
-            state = self.sockets.get(sid)
-            if state is None:
-                return _ack("not_connected")
-            too_large = self.check_payload(data)
-            if too_large:
-                return self.refuse_message(too_large)
-            try:
-                room = parse_room_request(data)
-            except RoomRequestError as exc:
-                return self.refuse_message(exc.code)
-            if room == state.claims.user_room:
-                return self.refuse_message("forbidden")
-            if room in state.rooms:
-                state.rooms.discard(room)
-                await self.sio.leave_room(sid, sio_room(room), namespace=NAMESPACE)
-                await self._exit(state, room)
-                self.counters.add("leaves")
-            return _ack()
-        except Exception:
-            self.counters.add("errors")
-            log.exception("leave failed")
-            return _ack("internal")
+    async def _leave(self, state: SocketState, room: str) -> dict[str, Any]:
+        if room == state.claims.user_room:
+            return self.refuse_message("forbidden")
+        if room in state.rooms:
+            state.rooms.discard(room)
+            await self.sio.leave_room(state.sid, sio_room(room), namespace=NAMESPACE)
+            await self._exit(state, room)
+            self.counters.add("leaves")
+        return _ack()
 
     async def _on_other(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         return self.refuse_message("unknown_event")

@@ -112,8 +112,10 @@ class Dashboard:
     """The dashboard's ASGI app for one gateway node; see the module docstring.
 
     Args:
-        gateway: the :class:`~eventbus.gateway.Gateway` whose ``redis``, ``keys``,
-            ``verifier``, ``counters``, ``node_id`` and ``sio`` it reads.
+        gateway: the gateway node (:class:`~eventbus.gateway.Gateway`, seen as a
+            :class:`~eventbus.gateway._types.GatewayHost`) whose ``redis``, ``keys``,
+            ``verifier``, ``counters``, ``node_id``, ``sio`` and ``sockets`` it reads,
+            and whose Redis (``config``) its tail subscribes to.
         limits: bounds on memory and per-request work.
 
     Example::

@@ -202,6 +202,10 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             claims = self.gateway.verifier.verify(token)
         except AuthError as exc:
             raise self._refuse(exc.code, exc.message) from None
+        except Exception as exc:  # a bug: refused as before, and reported
+            self._count("errors")
+            log.exception("checking a service token failed")
+            raise self._refuse("unauthorized", str(exc)) from None
         if not (claims.scopes or claims.service):
             raise self._refuse("unauthorized", "a service token (with scopes) is required")
         svc = _Service(sid, claims, Scopes(claims.scopes))
