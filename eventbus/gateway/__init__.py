@@ -28,7 +28,7 @@ if _MISSING:  # pragma: no cover - the test environment has the extra
         f"eventbus.gateway needs {', '.join(_MISSING)}: pip install 'shared-infra-event-bus[gateway]'"
     )
 
-from eventbus.gateway._app import Gateway, SocketState, build_app  # noqa: E402
+from eventbus.gateway._app import Gateway, build_app  # noqa: E402
 from eventbus.gateway._auth import AuthError, Claims, TokenVerifier, mint_token  # noqa: E402
 from eventbus.gateway._config import (  # noqa: E402
     AuthorizePolicy,
@@ -37,6 +37,7 @@ from eventbus.gateway._config import (  # noqa: E402
 )
 from eventbus.gateway._rooms import token_rooms_policy  # noqa: E402
 from eventbus.gateway._serve import serve  # noqa: E402
+from eventbus.gateway._types import SocketState  # noqa: E402
 
 __all__ = [
     "AuthError",

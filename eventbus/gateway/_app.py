@@ -25,19 +25,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 import engineio.packet
 import redis.asyncio as aioredis
 import redis.exceptions
 import socketio
 import socketio.packet
-from redis.asyncio.connection import (
-    BlockingConnectionPool,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.stats import Counters
@@ -45,45 +37,19 @@ from eventbus.gateway._auth import AuthError, Claims, TokenVerifier
 from eventbus.gateway._config import GatewayConfig
 from eventbus.gateway._limits import ConnectRateLimiter, payload_size
 from eventbus.gateway._presence import LocalRooms, PresenceStore
+from eventbus.gateway._redis import command_client
 from eventbus.gateway._relay import Relay
 from eventbus.gateway._rooms import RoomRequestError, decide, parse_room_request
+from eventbus.gateway._types import Hook, SocketState, sio_room
+from eventbus.gateway.dashboard import install as install_dashboard
+from eventbus.gateway.services import install as install_services
 
-__all__ = ["Gateway", "SocketState", "build_app", "client_ip"]
+__all__ = ["Gateway", "build_app", "client_ip"]
 
 log = logging.getLogger("eventbus.gateway")
 
 _HOST = socket.gethostname()
 NAMESPACE = "/"
-
-Hook = Callable[[], Awaitable[None]]
-
-
-#: Prefix of the python-socketio rooms that hold eventbus rooms (see :func:`_sio_room`).
-SIO_ROOM_PREFIX = "room:"
-
-
-def _sio_room(room: str) -> str:
-    """The python-socketio room of eventbus room ``room``. Prefixed, so that no room a
-    token may join can be named like a socket's sid (python-socketio puts each socket
-    in a room named by its sid, where the gateway's private emits go)."""
-    return SIO_ROOM_PREFIX + room
-
-
-@attrs.define(kw_only=True, eq=False)
-class SocketState:
-    """One browser socket on this node."""
-
-    sid: str
-    claims: Claims
-    ip: str
-    connected_at: float
-    rooms: set[str] = attrs.field(factory=set)  # joined rooms, besides the user room
-    expiry: asyncio.TimerHandle | None = None
-
-    @property
-    def user(self) -> str:
-        """The user id (``sub``)."""
-        return self.claims.sub
 
 
 def client_ip(environ: dict[str, Any]) -> str:
@@ -103,7 +69,8 @@ class Gateway:
     """One gateway node: the Socket.IO server, its Redis, the relay and presence.
 
     Built by :func:`build_app`; started and stopped by the ASGI lifespan (uvicorn).
-    Plug-ins (``services.install``, ``dashboard.install``) use:
+    Plug-ins (``services.install``, ``dashboard.install``) see it as a
+    :class:`~eventbus.gateway._types.GatewayHost` and use:
 
     Attributes:
         config: the :class:`GatewayConfig`.
@@ -128,7 +95,9 @@ class Gateway:
         self.counters = Counters()
         self.node_id = f"{config.service_name}:{_HOST}:{os.getpid()}:{config.port}"
         self.started_at = time.time()
-        self.redis: aioredis.Redis = _redis_client(config)
+        self.redis: aioredis.Redis = command_client(
+            config.redis_config, client_name=f"{config.service_name}-gateway"
+        )
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             transports=["websocket"],
@@ -144,8 +113,9 @@ class Gateway:
         )
         self.limiter = ConnectRateLimiter(rate=config.connect_rate, burst=config.connect_burst)
         self.relay = Relay(
-            self.redis,
+            config.redis_config,
             self.keys,
+            client_name=f"{self.node_id}:relay",
             emit=self._emit,
             has_room=self._has_room,
             counters=self.counters,
@@ -263,7 +233,7 @@ class Gateway:
 
     def _has_room(self, room: str) -> bool:
         rooms = self.sio.manager.rooms.get(NAMESPACE)
-        return bool(rooms and rooms.get(_sio_room(room)))
+        return bool(rooms and rooms.get(sio_room(room)))
 
     async def _emit(self, event: str, envelope: dict[str, Any], room: str | None) -> None:
         """Send one event to this node's sockets in ``room`` (every socket if None).
@@ -279,7 +249,7 @@ class Gateway:
         encoded = self.sio.packet_class(
             socketio.packet.EVENT, namespace=NAMESPACE, data=[event, envelope]
         ).encode()
-        target = None if room is None else _sio_room(room)
+        target = None if room is None else sio_room(room)
         if isinstance(encoded, list):  # binary attachments: never for a JSON envelope
             await self.sio.emit(event, envelope, to=target, namespace=NAMESPACE)
             return
@@ -347,7 +317,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         state.expiry = loop.call_later(remaining, self._expire_soon, sid)
         self.sockets[sid] = state
-        await self.sio.enter_room(sid, _sio_room(claims.user_room), namespace=NAMESPACE)
+        await self.sio.enter_room(sid, sio_room(claims.user_room), namespace=NAMESPACE)
         await self._enter(state, claims.user_room)
         self.counters.add("connections")
         return True
@@ -408,24 +378,37 @@ class Gateway:
         return "payload_too_large" if payload_size(data) > self.config.max_payload else None
 
     async def _on_join(self, sid: str, data: Any = None) -> dict[str, Any]:
+        return await self._answer("join", self._join, sid, data)
+
+    async def _on_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
+        return await self._answer("leave", self._leave, sid, data)
+
+    async def _answer(
+        self,
+        name: str,
+        handler: Callable[[SocketState, str], Awaitable[dict[str, Any]]],
+        sid: str,
+        data: Any,
+    ) -> dict[str, Any]:
+        """Run a join or leave of the room ``data`` names; its ack, ``internal`` if it fails."""
         try:
-            return await self._join(sid, data)
+            state = self.sockets.get(sid)
+            if state is None:
+                return _ack("not_connected")
+            too_large = self.check_payload(data)
+            if too_large:
+                return self.refuse_message(too_large)
+            try:
+                room = parse_room_request(data)
+            except RoomRequestError as exc:
+                return self.refuse_message(exc.code)
+            return await handler(state, room)
         except Exception:
             self.counters.add("errors")
-            log.exception("join failed")
+            log.exception("%s failed", name)
             return _ack("internal")
 
-    async def _join(self, sid: str, data: Any) -> dict[str, Any]:
-        state = self.sockets.get(sid)
-        if state is None:
-            return _ack("not_connected")
-        too_large = self.check_payload(data)
-        if too_large:
-            return self.refuse_message(too_large)
-        try:
-            room = parse_room_request(data)
-        except RoomRequestError as exc:
-            return self.refuse_message(exc.code)
+    async def _join(self, state: SocketState, room: str) -> dict[str, Any]:
         if room == state.claims.user_room or room in state.rooms:
             return _ack()
         try:
@@ -438,38 +421,23 @@ class Gateway:
             return self.refuse_message("forbidden")
         if len(state.rooms) >= self.config.max_rooms_per_socket:
             return self.refuse_message("too_many_rooms")
-        if sid not in self.sockets:  # disconnected while the policy ran
+        if state.sid not in self.sockets:  # disconnected while the policy ran
             return _ack("not_connected")
         state.rooms.add(room)
-        await self.sio.enter_room(sid, _sio_room(room), namespace=NAMESPACE)
+        await self.sio.enter_room(state.sid, sio_room(room), namespace=NAMESPACE)
         await self._enter(state, room)
         self.counters.add("joins")
         return _ack()
 
-    async def _on_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
-        try:
-            state = self.sockets.get(sid)
-            if state is None:
-                return _ack("not_connected")
-            too_large = self.check_payload(data)
-            if too_large:
-                return self.refuse_message(too_large)
-            try:
-                room = parse_room_request(data)
-            except RoomRequestError as exc:
-                return self.refuse_message(exc.code)
-            if room == state.claims.user_room:
-                return self.refuse_message("forbidden")
-            if room in state.rooms:
-                state.rooms.discard(room)
-                await self.sio.leave_room(sid, _sio_room(room), namespace=NAMESPACE)
-                await self._exit(state, room)
-                self.counters.add("leaves")
-            return _ack()
-        except Exception:
-            self.counters.add("errors")
-            log.exception("leave failed")
-            return _ack("internal")
+    async def _leave(self, state: SocketState, room: str) -> dict[str, Any]:
+        if room == state.claims.user_room:
+            return self.refuse_message("forbidden")
+        if room in state.rooms:
+            state.rooms.discard(room)
+            await self.sio.leave_room(state.sid, sio_room(room), namespace=NAMESPACE)
+            await self._exit(state, room)
+            self.counters.add("leaves")
+        return _ack()
 
     async def _on_other(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         return self.refuse_message("unknown_event")
@@ -478,33 +446,6 @@ class Gateway:
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("gateway task failed", exc_info=task.exception())
-
-
-def _redis_client(config: GatewayConfig) -> aioredis.Redis:
-    """A command client whose pool makes callers wait for a free connection (bounded by
-    ``socket_timeout``) instead of failing when a burst of connects needs more than
-    ``max_connections`` at once."""
-    r = config.redis_config
-    options: dict[str, Any] = {
-        "username": r.username,
-        "password": r.password,
-        "db": r.db,
-        "socket_timeout": r.socket_timeout,
-        "socket_connect_timeout": r.socket_connect_timeout,
-        "client_name": f"{config.service_name}-gateway",
-        # Fail fast: every caller here counts, logs and tries again on its own schedule.
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-    }
-    if r.unix_socket_path:
-        options.update(connection_class=UnixDomainSocketConnection, path=r.unix_socket_path)
-    else:
-        options.update(host=r.host, port=r.port, socket_keepalive=r.socket_keepalive)
-        if r.ssl:
-            options.update(connection_class=SSLConnection, ssl_ca_certs=r.ssl_ca_certs)
-    pool = BlockingConnectionPool(
-        max_connections=r.max_connections, timeout=r.socket_timeout, **options
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 def build_app(config: GatewayConfig) -> tuple[Gateway, Any]:
@@ -519,11 +460,9 @@ def build_app(config: GatewayConfig) -> tuple[Gateway, Any]:
         ConfigurationError: never here (the config is already valid), but the
             plug-ins may refuse it.
     """
-    from eventbus.gateway import dashboard, services  # plug-ins built on this module
-
     gateway = Gateway(config)
-    services.install(gateway)
-    http_app = dashboard.install(gateway)
+    install_services(gateway)
+    http_app = install_dashboard(gateway)
 
     async def startup() -> None:
         try:

@@ -29,9 +29,20 @@ import jwt
 from eventbus._core.names import validate_user_id
 from eventbus._core.patterns import Pattern, compile_glob
 from eventbus._errors import ConfigurationError, EventBusError
-from eventbus.gateway._config import DEFAULT_AUDIENCE, MIN_KEY_BYTES
 
-__all__ = ["AuthError", "Claims", "TokenVerifier", "mint_token"]
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "MIN_KEY_BYTES",
+    "AuthError",
+    "Claims",
+    "TokenVerifier",
+    "mint_token",
+]
+
+#: The ``aud`` every token carries unless the gateway is configured otherwise.
+DEFAULT_AUDIENCE = "eventbus"
+#: RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
+MIN_KEY_BYTES = 32
 
 _ALGORITHM = "HS256"
 _MAX_TOKEN_CHARS = 8192

@@ -11,15 +11,13 @@ import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from eventbus._core.config import RedisConfig, redis_config_from_url
 from eventbus._errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from eventbus.gateway._auth import Claims
+from eventbus.gateway._auth import DEFAULT_AUDIENCE, MIN_KEY_BYTES, Claims
 
 __all__ = [
     "DEFAULT_AUDIENCE",
@@ -31,12 +29,9 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 3003
-DEFAULT_AUDIENCE = "eventbus"
-#: RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits).
-MIN_KEY_BYTES = 32
 
 #: ``authorize(claims, room) -> bool`` (or an awaitable of it): may this socket join ``room``?
-AuthorizePolicy = Callable[["Claims", str], "bool | Awaitable[bool]"]
+AuthorizePolicy = Callable[[Claims, str], "bool | Awaitable[bool]"]
 
 _KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")

@@ -1,9 +1,10 @@
 """Sockets' room membership in the Redis presence keys that ``get_room_members`` reads.
 
-The layout is the bus's (DESIGN §4, :class:`eventbus._core.keyspace.Keyspace`): per room a
-sorted set ``member -> expiry ms`` (server clock) and a hash ``member -> info JSON``,
-pruned by readers. A socket's member is its user id, so one user is listed once
-however many sockets, tabs or gateway nodes hold it.
+The layout is the bus's (:class:`eventbus._core.keyspace.Keyspace`; "Redis keys and
+channels" in ``docs/wire-format.md``): per room a sorted set ``member -> expiry ms``
+(server clock) and a hash ``member -> info JSON``, pruned by readers. A socket's member
+is its user id, so one user is listed once however many sockets, tabs or gateway nodes
+hold it.
 
 Several nodes may hold the same user in the same room, so each node also keeps a
 per-(room, user) reference set ``{p}presence:{R}:n:<user>`` (node id -> expiry ms, same

@@ -7,25 +7,26 @@ twice, and no sticky sessions are needed (WebSocket only). A socket receives an
 event named by the event type with one argument: the envelope (the CloudEvents JSON
 exactly as published), decoded.
 
-A lost Redis link is retried with capped backoff; the messages published meanwhile
-are lost for these sockets (pub/sub is at-most-once) and counted as ``relay_gaps``.
+The subscription is a :class:`~eventbus.gateway._redis.Subscriber`: each lost link is
+logged and counted as ``relay_reconnects`` and renewed with capped backoff; the
+messages published meanwhile are lost for these sockets (pub/sub is at-most-once), and
+each renewal counts one ``relay_gaps``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-import redis.exceptions
-
+from eventbus._core.backoff import ReconnectPolicy
+from eventbus._core.config import RedisConfig
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.patterns import escape_glob
 from eventbus._core.stats import Counters
+from eventbus.gateway._redis import Message, Subscriber, text
 
 __all__ = ["RESERVED_EVENTS", "Relay"]
 
@@ -54,36 +55,56 @@ Observer = Callable[[str, "str | None", dict[str, Any]], None]
 
 
 class Relay:
-    """One Redis subscription per node, fanned out to the node's sockets."""
+    """One Redis subscription per node, fanned out to the node's sockets.
+
+    Args:
+        config: the Redis to subscribe to.
+        keys: the key layout (its room channels and broadcast channel are relayed).
+        client_name: the name of the subscription's connection (``CLIENT LIST``).
+        emit: sends one event to this node's sockets in a room (or all of them).
+        has_room: whether this node has a socket in a room.
+        counters: the node's counters (``relayed``, ``relay_*``, ``errors``).
+    """
+
+    #: Renewing a lost subscription: at once, then from 0.1 s doubling up to 5 s.
+    POLICY = ReconnectPolicy(first=0.1, cap=5.0)
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        config: RedisConfig,
         keys: Keyspace,
         *,
+        client_name: str,
         emit: Emit,
         has_room: HasRoom,
         counters: Counters,
     ) -> None:
-        self._redis = redis
-        self._keys = keys
         self._emit = emit
         self._has_room = has_room
         self._counters = counters
-        self._room_pattern = escape_glob(keys.prefix) + "room:*"
         self._room_head = keys.room_channel("")
         self._broadcast = keys.broadcast_channel
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self._stopping = False
-        #: Called for every relayed message (the dashboard's live tail); errors are logged.
+        room_pattern = escape_glob(keys.prefix) + "room:*"
+        self._subscriber = Subscriber(
+            config,
+            name="relay",
+            client_name=client_name,
+            counters=counters,
+            lost_counter="relay_reconnects",
+            policy=self.POLICY,
+            names=lambda: ([self._broadcast], [room_pattern]),
+            on_message=self._deliver,
+            on_up=self._on_up,
+            log=log,
+        )
+        #: Called for every relayed message; errors are logged and counted.
         self.observers: list[Observer] = []
         self._warned: set[str] = set()
 
     @property
     def ready(self) -> bool:
         """Whether the subscription is live now."""
-        return self._ready.is_set()
+        return self._subscriber.ready.is_set()
 
     async def start(self, timeout: float = 10.0) -> None:
         """Start relaying; return once the subscription is confirmed.
@@ -92,67 +113,19 @@ class Relay:
             TimeoutError: Redis did not confirm within ``timeout`` (the relay keeps
                 trying in the background).
         """
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gateway-relay")
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        self._subscriber.start()
+        await asyncio.wait_for(self._subscriber.ready.wait(), timeout)
 
     async def stop(self) -> None:
         """Stop relaying."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._subscriber.stop()
 
-    async def _run(self) -> None:
-        delay = 0.1
-        connected_once = False
-        while not self._stopping:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
-            try:
-                await pubsub.psubscribe(self._room_pattern)
-                await pubsub.subscribe(self._broadcast)
-                confirmed = 0
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        if confirmed >= 2:
-                            await pubsub.ping()
-                        continue
-                    kind = message["type"]
-                    if kind in ("subscribe", "psubscribe"):
-                        confirmed += 1
-                        if confirmed == 2:
-                            if connected_once:
-                                log.info("relay subscription renewed")
-                            connected_once = True
-                            self._ready.set()
-                            delay = 0.1
-                        continue
-                    if kind in ("message", "pmessage"):
-                        await self._deliver(message)
-            except asyncio.CancelledError:
-                raise
-            except (redis.exceptions.RedisError, OSError) as exc:
-                self._ready.clear()
-                self._counters.add("relay_reconnects")
-                if connected_once:
-                    self._counters.add("relay_gaps")
-                log.warning("relay lost its Redis subscription (%s); retrying in %.1fs", exc, delay)
-            except Exception:
-                self._ready.clear()
-                self._counters.add("errors")
-                log.exception("relay failed; restarting it in %.1fs", delay)
-            finally:
-                try:
-                    await asyncio.shield(pubsub.aclose())
-                except Exception:  # the link is already broken: nothing to close cleanly
-                    log.debug("closing the relay's pubsub failed", exc_info=True)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    async def _on_up(self, renewed: bool) -> None:
+        if renewed:  # what was published while the link was down is lost for the sockets
+            self._counters.add("relay_gaps")
 
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        channel = _text(message["channel"])
+    async def _deliver(self, message: Message) -> None:
+        channel = text(message["channel"])
         if channel == self._broadcast:
             room: str | None = None
         elif channel.startswith(self._room_head):
@@ -191,7 +164,3 @@ class Relay:
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("%s (logged once per kind)", message)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -25,56 +25,41 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
-import math
 import time
-import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import redis.asyncio as aioredis
 
+from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.keyspace import Keyspace
 from eventbus._core.patterns import escape_glob
-from eventbus.gateway._app import SIO_ROOM_PREFIX
-from eventbus.gateway._auth import AuthError
+from eventbus.gateway._http import ADMIN_SCOPE as ADMIN_SCOPE  # the documented names
+from eventbus.gateway._http import STATIC_DIR as STATIC_DIR
+from eventbus.gateway._http import (
+    HTTPError,
+    Receive,
+    Router,
+    Scope,
+    Send,
+    float_param,
+    int_param,
+    require_admin,
+    wait_disconnect,
+)
+from eventbus.gateway._redis import Message, Subscriber, text
+from eventbus.gateway._types import SIO_ROOM_PREFIX, GatewayHost
+from eventbus.gateway.services import snapshot as services_snapshot
 
 __all__ = ["Dashboard", "DashboardLimits", "install"]
 
 log = logging.getLogger("eventbus.gateway.dashboard")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-ADMIN_SCOPE = "admin"
-"""The token scope that opens the dashboard's API."""
-
-STATIC_DIR = Path(__file__).with_name("static")
-"""Where the page's files live (shipped as package data)."""
-
-_STATIC_FILES = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/static/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "/static/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
-}
-
-_SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cache-control", b"no-store"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        b"img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    ),
-]
+#: Renewing the tail's lost subscription: at once, then from 0.5 s doubling up to 10 s.
+TAIL_POLICY = ReconnectPolicy(first=0.5, cap=10.0)
 
 _TAIL_PARAMS = frozenset({"after", "wait", "limit"})
 _STATE_PARAMS = frozenset({"rooms", "members"})
@@ -114,17 +99,6 @@ class DashboardLimits:
     max_token: int = attrs.field(default=8192, validator=attrs.validators.ge(64))
 
 
-class _HTTPError(Exception):
-    """Answer the request with ``status`` and ``{"error": code, "message": message}``."""
-
-    def __init__(self, status: int, code: str, message: str, *, counter: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.counter = counter
-
-
 @attrs.frozen(kw_only=True)
 class _TailEntry:
     seq: int
@@ -134,16 +108,14 @@ class _TailEntry:
     truncated: bool
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 class Dashboard:
     """The dashboard's ASGI app for one gateway node; see the module docstring.
 
     Args:
-        gateway: the :class:`~eventbus.gateway.Gateway` whose ``redis``, ``keys``,
-            ``verifier``, ``counters``, ``node_id`` and ``sio`` it reads.
+        gateway: the gateway node (:class:`~eventbus.gateway.Gateway`, seen as a
+            :class:`~eventbus.gateway._types.GatewayHost`) whose ``redis``, ``keys``,
+            ``verifier``, ``counters``, ``node_id``, ``sio`` and ``sockets`` it reads,
+            and whose Redis (``config``) its tail subscribes to.
         limits: bounds on memory and per-request work.
 
     Example::
@@ -152,218 +124,88 @@ class Dashboard:
         app = socketio.ASGIApp(gateway.sio, other_asgi_app=dashboard)
     """
 
-    def __init__(self, gateway: Any, *, limits: DashboardLimits | None = None) -> None:
+    def __init__(self, gateway: GatewayHost, *, limits: DashboardLimits | None = None) -> None:
         self._gateway = gateway
         self.limits = limits or DashboardLimits()
-        keys = getattr(gateway, "keys", None)
-        self._keys: Keyspace = keys if isinstance(keys, Keyspace) else Keyspace()
+        self._keys: Keyspace = gateway.keys
         self._tail: collections.deque[_TailEntry] = collections.deque(maxlen=self.limits.tail_size)
         self._seq = 0
         self._new_event = asyncio.Event()
         self._waiters = 0
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = False
+        self._subscriber: Subscriber | None = None
         self._scan_lock = asyncio.Lock()
         self._room_cache: tuple[float, list[str], bool] | None = None
         self._closing = False
         self._started_at = time.time()
+        self._router = Router(
+            api={
+                "/api/state": (_STATE_PARAMS, self._api_state),
+                "/api/tail": (_TAIL_PARAMS, self._api_tail),
+            },
+            startup=self.startup,
+            shutdown=self.shutdown,
+            count=self._count,
+            max_query=self.limits.max_query,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Start the tail's subscriber (idempotent); call it on the server's startup."""
-        if self._task is None and not self._closing:
-            self._task = asyncio.create_task(self._run_tail(), name="eventbus-dashboard-tail")
+        if self._subscriber is None and not self._closing:
+            self._subscriber = Subscriber(
+                self._gateway.config.redis_config,
+                name="dashboard tail",
+                client_name=f"{self._gateway.node_id}:dashboard",
+                counters=self._gateway.counters,
+                lost_counter="dashboard_tail_errors",
+                policy=TAIL_POLICY,
+                names=self._tail_names,
+                on_message=self._on_message,
+                log=log,
+            )
+            self._subscriber.start()
 
     async def shutdown(self) -> None:
         """Stop the tail's subscriber and release open long polls."""
         self._closing = True
         self._new_event.set()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.stop()
+
+    @property
+    def _subscribed(self) -> bool:
+        return self._subscriber is not None and self._subscriber.ready.is_set()
 
     # -- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection (``http`` or ``lifespan``; others are closed)."""
-        kind = scope.get("type")
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-        elif kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+        await self._router(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            status, body, content_type = await self._route(scope, receive)
-        except _HTTPError as exc:
-            self._count(exc.counter)
-            status, content_type = exc.status, "application/json"
-            body = json.dumps({"error": exc.code, "message": exc.message}).encode()
-        except Exception:  # a bug or Redis failure: answer 500, log, count, keep serving
-            log.exception("dashboard request %s failed", scope.get("path"))
-            self._count("dashboard_errors")
-            status, content_type = 500, "application/json"
-            body = b'{"error":"internal","message":"see the gateway log"}'
-        headers = [(b"content-type", content_type.encode()), *_SECURITY_HEADERS]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="eventbus-dashboard"'))
-        headers.append((b"content-length", str(len(body)).encode()))
-        if scope.get("method") == "HEAD":
-            body = b""
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, str]:
-        path = scope.get("path", "")
-        raw_query: bytes = scope.get("query_string", b"")
-        if len(path) > 256 or len(raw_query) > self.limits.max_query:
-            raise _HTTPError(414, "too_long", "the URL is too long", counter="dashboard_malformed")
-        if scope.get("method") not in ("GET", "HEAD"):
-            raise _HTTPError(405, "method_not_allowed", "only GET", counter="dashboard_malformed")
-        if path in _STATIC_FILES:
-            name, content_type = _STATIC_FILES[path]
-            return 200, (STATIC_DIR / name).read_bytes(), content_type
-        if path == "/api/state":
-            query = self._query(raw_query, _STATE_PARAMS)
-            self._authorize(scope)
-            await self.startup()
-            state = await self.state(
-                rooms=self._int(query, "rooms", self.limits.max_rooms, 0, self.limits.max_rooms),
-                members=self._int(
-                    query, "members", self.limits.max_members, 0, self.limits.max_members
-                ),
-            )
-            return 200, json.dumps(state).encode(), "application/json"
-        if path == "/api/tail":
-            query = self._query(raw_query, _TAIL_PARAMS)
-            after = self._int(query, "after", 0, 0, 2**53)
-            wait = self._float(query, "wait", 0.0, 0.0, self.limits.max_wait)
-            limit = self._int(query, "limit", 100, 1, self.limits.tail_size)
-            self._authorize(scope)
-            await self.startup()
-            tail = await self.tail(after=after, wait=wait, limit=limit, receive=receive)
-            return 200, json.dumps(tail).encode(), "application/json"
-        raise _HTTPError(
-            404, "not_found", f"no such page: {path[:80]!r}", counter="dashboard_not_found"
+    async def _api_state(self, scope: Scope, receive: Receive, query: dict[str, str]) -> Any:
+        self._authorize(scope)
+        await self.startup()
+        limits = self.limits
+        return await self.state(
+            rooms=int_param(query, "rooms", limits.max_rooms, 0, limits.max_rooms),
+            members=int_param(query, "members", limits.max_members, 0, limits.max_members),
         )
 
-    # -- input -----------------------------------------------------------------------------
-
-    def _query(self, raw: bytes, allowed: frozenset[str]) -> dict[str, str]:
-        try:
-            pairs = urllib.parse.parse_qsl(
-                raw.decode("ascii"), keep_blank_values=True, strict_parsing=bool(raw)
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise _HTTPError(
-                400, "malformed", "unreadable query string", counter="dashboard_malformed"
-            ) from None
-        query: dict[str, str] = {}
-        for key, value in pairs:
-            if key not in allowed or key in query:
-                raise _HTTPError(
-                    400,
-                    "malformed",
-                    f"unexpected or repeated query parameter {key[:40]!r}",
-                    counter="dashboard_malformed",
-                )
-            query[key] = value
-        return query
-
-    @staticmethod
-    def _int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-        if name not in query:
-            return default
-        text = query[name]
-        if not text.isdigit() or len(text) > 16 or not low <= int(text) <= high:
-            raise _HTTPError(
-                400,
-                "malformed",
-                f"{name} must be an integer from {low} to {high}",
-                counter="dashboard_malformed",
-            )
-        return int(text)
-
-    @staticmethod
-    def _float(
-        query: Mapping[str, str], name: str, default: float, low: float, high: float
-    ) -> float:
-        if name not in query:
-            return default
-        try:
-            value = float(query[name]) if len(query[name]) <= 16 else math.nan
-        except ValueError:
-            value = math.nan
-        if not low <= value <= high:  # NaN fails too
-            raise _HTTPError(
-                400,
-                "malformed",
-                f"{name} must be a number from {low:g} to {high:g}",
-                counter="dashboard_malformed",
-            )
-        return value
+    async def _api_tail(self, scope: Scope, receive: Receive, query: dict[str, str]) -> Any:
+        after = int_param(query, "after", 0, 0, 2**53)
+        wait = float_param(query, "wait", 0.0, 0.0, self.limits.max_wait)
+        limit = int_param(query, "limit", 100, 1, self.limits.tail_size)
+        self._authorize(scope)
+        await self.startup()
+        return await self.tail(after=after, wait=wait, limit=limit, receive=receive)
 
     def _authorize(self, scope: Scope) -> None:
-        """Require a bearer token with the ``admin`` scope; raise 401/403 otherwise."""
-        header = b""
-        for key, value in scope.get("headers", ()):
-            if key.lower() == b"authorization":
-                header = value
-                break
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            raise _HTTPError(
-                401,
-                "unauthorized",
-                "an admin token is required (Authorization: Bearer <JWT>)",
-                counter="dashboard_unauthorized",
-            )
-        if len(token) > self.limits.max_token:
-            raise _HTTPError(
-                401, "unauthorized", "the token is too long", counter="dashboard_unauthorized"
-            )
-        try:
-            claims = self._gateway.verifier.verify(token.strip().decode("ascii"))
-        except UnicodeDecodeError:
-            raise _HTTPError(
-                401, "unauthorized", "the token is not ASCII", counter="dashboard_unauthorized"
-            ) from None
-        except AuthError as exc:
-            raise _HTTPError(401, exc.code, exc.message, counter="dashboard_unauthorized") from None
-        if ADMIN_SCOPE not in claims.scopes:
-            raise _HTTPError(
-                403,
-                "forbidden",
-                "the token lacks the 'admin' scope",
-                counter="dashboard_unauthorized",
-            )
+        require_admin(scope, self._gateway.verifier, max_token=self.limits.max_token)
 
-    def _count(self, name: str | None) -> None:
-        """Bump the gateway counter ``name`` (a ``Counters``-like ``add`` or a dict)."""
-        if name is None:
-            return
-        counters = getattr(self._gateway, "counters", None)
-        add = getattr(counters, "add", None)
-        if callable(add):
-            add(name)
-        elif isinstance(counters, MutableMapping):
-            counters[name] = counters.get(name, 0) + 1
+    def _count(self, name: str) -> None:
+        self._gateway.counters.add(name)
 
     # -- /api/state ------------------------------------------------------------------------
 
@@ -388,18 +230,10 @@ class Dashboard:
         }
 
     def _node(self) -> dict[str, Any]:
-        gateway = self._gateway
-        stats = getattr(gateway, "stats", None)
-        if callable(stats):  # the Gateway's counters and gauges
-            values = dict(stats())
-        else:
-            counters = getattr(gateway, "counters", None)
-            snapshot = getattr(counters, "snapshot", None)
-            values = dict(snapshot() if callable(snapshot) else counters or {})
         return {
-            "node_id": str(getattr(gateway, "node_id", "")),
+            "node_id": self._gateway.node_id,
             "key_prefix": self._keys.prefix,
-            "counters": {str(k): v for k, v in sorted(values.items())},
+            "counters": {str(k): v for k, v in sorted(self._gateway.stats().items())},
             "tail_running": self._subscribed,
             "dashboard_started_at": self._started_at,
         }
@@ -410,9 +244,8 @@ class Dashboard:
         Browser sockets get their user, address, connect time and token expiry from
         the gateway's ``sockets`` table.
         """
-        manager = getattr(getattr(self._gateway, "sio", None), "manager", None)
-        by_ns: Mapping[str, Mapping[Any, Mapping[str, Any]]] = getattr(manager, "rooms", {})
-        known: Mapping[str, Any] = getattr(self._gateway, "sockets", None) or {}
+        by_ns: Mapping[str, Mapping[Any, Mapping[str, Any]]] = self._gateway.sio.manager.rooms
+        known = self._gateway.sockets
         sockets: dict[tuple[str, str], dict[str, Any]] = {}
         for namespace, rooms in list(by_ns.items()):
             for room, sids in list(rooms.items()):
@@ -430,30 +263,25 @@ class Dashboard:
             entry["rooms"].sort()
             state = known.get(sid) if namespace == "/" else None
             if state is not None:
-                claims = getattr(state, "claims", None)
                 entry.update(
-                    user=getattr(state, "user", None),
-                    ip=getattr(state, "ip", None),
-                    connected_at=getattr(state, "connected_at", None),
-                    expires_at=getattr(claims, "exp", None),
+                    user=state.user,
+                    ip=state.ip,
+                    connected_at=state.connected_at,
+                    expires_at=state.claims.exp,
                 )
             out.append(entry)
         return out
 
     def _node_services(self) -> list[dict[str, Any]]:
         """Services connected to this node's ``/service`` namespace, with their scopes."""
-        from eventbus.gateway import services  # a sibling plug-in; absent in a bare app
-
-        if getattr(self._gateway, "sio", None) is None:
-            return []
-        found = services.snapshot(self._gateway)
+        found = services_snapshot(self._gateway)  # [] when the namespace is not installed
         for entry in found:
             # The bus's client record is shown under "services"; keep only its id here.
             info = _json_or_text(entry.pop("info", None))
             entry["client_id"] = info.get("client_id") if isinstance(info, dict) else None
         return found
 
-    async def _room_names(self, redis: Any) -> tuple[list[str], bool]:
+    async def _room_names(self, redis: aioredis.Redis) -> tuple[list[str], bool]:
         """Every room with a presence key (SCAN), cached; False if the scan was cut short.
 
         Rooms have no index in the layout, so this SCANs the keyspace: at most
@@ -477,9 +305,9 @@ class Dashboard:
                 cursor, keys = await redis.scan(cursor, match=match, count=1000)
                 scanned += 1000
                 for key in keys:
-                    text = _text(key)
-                    if text.startswith(zhead) and text.endswith("}:z"):
-                        names.add(text[len(zhead) : -3])
+                    name = text(key)
+                    if name.startswith(zhead) and name.endswith("}:z"):
+                        names.add(name[len(zhead) : -3])
                 if not int(cursor):
                     break
                 if scanned >= self.limits.scan_keys:
@@ -488,7 +316,9 @@ class Dashboard:
             self._room_cache = (time.monotonic(), sorted(names), complete)
             return self._room_cache[1], complete
 
-    async def _rooms(self, redis: Any, now_ms: int, limit: int, members: int) -> dict[str, Any]:
+    async def _rooms(
+        self, redis: aioredis.Redis, now_ms: int, limit: int, members: int
+    ) -> dict[str, Any]:
         """Rooms with live members, from the presence keys of the whole cluster."""
         names, complete = await self._room_names(redis)
         chosen = names[:limit]
@@ -515,7 +345,7 @@ class Dashboard:
                 "count": count,
                 "members": [
                     {
-                        "id": _text(member),
+                        "id": text(member),
                         "expires_at": float(score) / 1000,
                         "info": _json_or_text(info),
                     }
@@ -530,11 +360,11 @@ class Dashboard:
             "truncated": len(names) > limit or not complete,
         }
 
-    async def _clients(self, redis: Any, now_ms: int) -> dict[str, Any]:
+    async def _clients(self, redis: aioredis.Redis, now_ms: int) -> dict[str, Any]:
         """Live buses of the client registry, shaped like ``eventbus stats --json``."""
         zset, hash_ = self._keys.client_keys
         count = await redis.zcount(zset, f"({now_ms}", "+inf")
-        live = await redis.zrangebyscore(
+        live: list[Any] = await redis.zrangebyscore(
             zset, f"({now_ms}", "+inf", start=0, num=self.limits.max_clients, withscores=True
         )
         infos = await redis.hmget(hash_, [m for m, _ in live]) if live else []
@@ -545,7 +375,7 @@ class Dashboard:
                 continue  # gone between the two reads, or not a bus record
             clients.append(
                 {
-                    "client_id": _text(member),
+                    "client_id": text(member),
                     "service_name": str(doc.get("service", "")),
                     "kind": str(doc.get("kind", "bus")),
                     "host": str(doc.get("host", "")),
@@ -573,7 +403,7 @@ class Dashboard:
         # answer at once, and `last` below `after` tells it to start again.
         if wait > 0 and self._seq == after and not self._closing:
             if self._waiters >= self.limits.max_waiters:
-                raise _HTTPError(
+                raise HTTPError(
                     429, "too_many_waiters", "too many open long polls", counter="dashboard_busy"
                 )
             self._waiters += 1
@@ -593,7 +423,7 @@ class Dashboard:
         deadline = asyncio.get_running_loop().time() + wait
         gone: asyncio.Task[Any] | None = None
         if receive is not None:
-            gone = asyncio.create_task(_wait_disconnect(receive))
+            gone = asyncio.create_task(wait_disconnect(receive))
         try:
             while self._seq == after and not self._closing:
                 left = deadline - asyncio.get_running_loop().time()
@@ -628,49 +458,14 @@ class Dashboard:
             self._new_event.set()
             self._new_event = asyncio.Event()
 
-    async def _run_tail(self) -> None:
-        """Subscribe to events, rooms and broadcasts and record them; resubscribe on errors."""
+    def _tail_names(self) -> tuple[list[str], list[str]]:
         prefix = escape_glob(self._keys.prefix)
-        patterns = [f"{prefix}ev:*", f"{prefix}room:*"]
-        delay = 0.5
-        while not self._closing:
-            pubsub = self._gateway.redis.pubsub()
-            try:
-                await pubsub.psubscribe(*patterns)
-                await pubsub.subscribe(self._keys.broadcast_channel)
-                confirmed = 0
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message.get("type")
-                    if kind in ("message", "pmessage"):
-                        data = message.get("data")
-                        payload = data if isinstance(data, bytes) else str(data).encode()
-                        self.record(_text(message.get("channel", "")), payload)
-                    elif kind in ("subscribe", "psubscribe"):
-                        confirmed += 1
-                        if confirmed == len(patterns) + 1:  # from now on, nothing is missed
-                            self._subscribed = True
-                            delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis went away: count, log, resubscribe with backoff
-                self._count("dashboard_tail_errors")
-                log.warning("dashboard tail subscriber failed, retrying in %.1fs: %r", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            finally:
-                self._subscribed = False
-                try:
-                    await pubsub.aclose()
-                except Exception as exc:
-                    log.debug("closing the dashboard tail's connection failed: %r", exc)
+        return [self._keys.broadcast_channel], [f"{prefix}ev:*", f"{prefix}room:*"]
 
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    async def _on_message(self, message: Message) -> None:
+        data = message.get("data")
+        payload = data if isinstance(data, bytes) else str(data).encode()
+        self.record(text(message.get("channel", "")), payload)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -680,11 +475,11 @@ def _strings(value: Any) -> Iterable[str]:
 def _json_or_text(raw: Any) -> Any:
     if raw is None:
         return None
-    text = _text(raw)
+    decoded = text(raw)
     try:
-        return json.loads(text)
+        return json.loads(decoded)
     except ValueError:
-        return text
+        return decoded
 
 
 def _entry_json(entry: _TailEntry, keys: Keyspace) -> dict[str, Any]:
@@ -712,7 +507,7 @@ def _entry_json(entry: _TailEntry, keys: Keyspace) -> dict[str, Any]:
     return doc
 
 
-def install(gateway: Any, *, limits: DashboardLimits | None = None) -> Dashboard:
+def install(gateway: GatewayHost, *, limits: DashboardLimits | None = None) -> Dashboard:
     """Build the dashboard of ``gateway``: the ASGI app for ``other_asgi_app``.
 
     The tail starts and stops with the gateway: :meth:`Dashboard.startup` and
@@ -728,10 +523,6 @@ def install(gateway: Any, *, limits: DashboardLimits | None = None) -> Dashboard
         The :class:`Dashboard`, an ASGI app.
     """
     dashboard = Dashboard(gateway, limits=limits)
-    for hooks, hook in (
-        (getattr(gateway, "on_startup", None), dashboard.startup),
-        (getattr(gateway, "on_shutdown", None), dashboard.shutdown),
-    ):
-        if isinstance(hooks, list):
-            hooks.append(hook)
+    gateway.on_startup.append(dashboard.startup)
+    gateway.on_shutdown.append(dashboard.shutdown)
     return dashboard

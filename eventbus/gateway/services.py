@@ -45,6 +45,10 @@ was lost and renewed (messages in between are lost: the client reports a gap);
 
 One Redis PubSub per gateway serves every service socket: each channel and pattern is
 subscribed once, and messages are fanned out to the sockets that asked for them only.
+It is a :class:`~eventbus.gateway._redis.Subscriber`: a lost link is logged, counted as
+``service_reconnects`` and renewed with backoff, and the sockets hear ``link`` down,
+then up. The scope rules and the reading of requests are in
+:mod:`eventbus.gateway._scopes`.
 """
 
 from __future__ import annotations
@@ -52,19 +56,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import redis.asyncio as aioredis
 import socketio
 from redis.exceptions import RedisError
 
-from eventbus._core.keyspace import Keyspace
-from eventbus._core.patterns import compile_glob, escape_glob
-from eventbus._transports.redis.compat import async_client_handshake, async_no_retry
+from eventbus._core.backoff import ReconnectPolicy
 from eventbus._transports.redis.lua import MEMBERS_LUA, RECORDS_LUA, SET_LUA
+from eventbus.gateway._auth import AuthError, Claims
+from eventbus.gateway._redis import CONFIRM_TIMEOUT, Message, Subscriber, text
+from eventbus.gateway._scopes import (
+    MAX_BATCH,
+    RefusedError,
+    Scopes,
+    ServiceNames,
+    bytes_field,
+    names_field,
+    payload_field,
+    text_field,
+    ttl_field,
+)
+from eventbus.gateway._types import GatewayHost
 
 __all__ = ["NAMESPACE", "ServiceNamespace", "install", "snapshot"]
 
@@ -72,86 +86,8 @@ log = logging.getLogger("eventbus.gateway.services")
 
 #: The Socket.IO namespace of service clients.
 NAMESPACE: Final = "/service"
-#: How long a subscribe waits for Redis to confirm, seconds.
-_CONFIRM_TIMEOUT: Final = 10.0
-_POLL: Final = 1.0
-_BACKOFF_FIRST: Final = 0.05
-_BACKOFF_CAP: Final = 2.0
-_DEFAULT_MAX_PAYLOAD: Final = 1024 * 1024
-_MAX_BATCH: Final = 1000
-_MAX_NAMES: Final = 1000
-_GLOB_CHARS: Final = frozenset("*?[\\")
-
-
-class Refused(Exception):
-    """A request refused with a reason code (sent back in the acknowledgement)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _covers(scope: str, pattern: str) -> bool:
-    """Whether every text ``pattern`` matches is matched by the glob ``scope`` too.
-
-    Conservative: equal globs, a literal pattern the scope matches, or a scope
-    ``<literal>*`` whose literal head the pattern starts with.
-    """
-    if scope == pattern:
-        return True
-    if not _GLOB_CHARS.intersection(pattern):
-        return compile_glob(scope).matches(pattern)
-    head = scope[:-1]
-    return scope.endswith("*") and not _GLOB_CHARS.intersection(head) and pattern.startswith(head)
-
-
-class Scopes:
-    """The permissions of one service token, parsed from its ``scopes`` claim.
-
-    ``publish:<glob>`` (event types), ``subscribe:<glob>`` (event types),
-    ``rooms:<glob>`` (room names, ``user:<id>`` included), ``broadcast``, ``presence``.
-    Unknown scopes are ignored (and logged).
-    """
-
-    def __init__(self, scopes: Iterable[str]) -> None:
-        self.publish: list[str] = []
-        self.subscribe: list[str] = []
-        self.rooms: list[str] = []
-        self.broadcast = False
-        self.presence = False
-        for scope in scopes:
-            kind, sep, glob = str(scope).partition(":")
-            if kind == "publish" and sep and glob:
-                self.publish.append(glob)
-            elif kind == "subscribe" and sep and glob:
-                self.subscribe.append(glob)
-            elif kind == "rooms" and sep and glob:
-                self.rooms.append(glob)
-            elif scope == "broadcast":
-                self.broadcast = True
-            elif scope == "presence":
-                self.presence = True
-            else:
-                log.debug("ignoring unknown scope %r", scope)
-
-    def may_publish(self, event_type: str) -> bool:
-        """Whether ``publish:<glob>`` allows publishing ``event_type``."""
-        return any(compile_glob(g).matches(event_type) for g in self.publish)
-
-    def may_subscribe(self, pattern: str) -> bool:
-        """Whether some ``subscribe:<glob>`` covers the type pattern ``pattern``."""
-        return any(_covers(g, pattern) for g in self.subscribe)
-
-    def may_room(self, room: str) -> bool:
-        """Whether ``rooms:<glob>`` allows room ``room``."""
-        return any(compile_glob(g).matches(room) for g in self.rooms)
-
-    def as_list(self) -> list[str]:
-        """The scopes, normalised (for the dashboard)."""
-        out = [f"publish:{g}" for g in self.publish] + [f"subscribe:{g}" for g in self.subscribe]
-        out += [f"rooms:{g}" for g in self.rooms]
-        return out + ["broadcast"] * self.broadcast + ["presence"] * self.presence
+#: Renewing the shared subscription: at once, then from 0.1 s doubling up to 2 s.
+LINK_POLICY: Final = ReconnectPolicy(first=0.1, cap=2.0)
 
 
 class _Service:
@@ -170,12 +106,11 @@ class _Service:
         "sid",
     )
 
-    def __init__(self, sid: str, claims: Any, scopes: Scopes) -> None:
+    def __init__(self, sid: str, claims: Claims, scopes: Scopes) -> None:
         self.sid = sid
         self.claims = claims
         self.scopes = scopes
-        service = getattr(claims, "service", None)
-        self.name = service if isinstance(service, str) and service else str(claims.sub)
+        self.name = claims.service or claims.sub
         self.connected_at = time.time()
         self.channels: set[str] = set()  # full names
         self.patterns: set[str] = set()
@@ -184,73 +119,39 @@ class _Service:
         self.expiry: asyncio.TimerHandle | None = None
 
 
-def _claim(claims: Any, name: str) -> Any:
-    value = getattr(claims, name, None)
-    if value is None and isinstance(getattr(claims, "raw", None), dict):
-        value = claims.raw.get(name)
-    return value
-
-
-def _str(data: dict[str, Any], field: str) -> str:
-    value = data.get(field)
-    if not isinstance(value, str) or not value or len(value) > 1024:
-        raise Refused("malformed", f"{field} must be a non-empty string")
-    return value
-
-
-def _bytes(data: dict[str, Any], field: str) -> bytes:
-    value = data.get(field)
-    if isinstance(value, str):
-        return value.encode()
-    if not isinstance(value, bytes | bytearray):
-        raise Refused("malformed", f"{field} must be bytes")
-    return bytes(value)
-
-
-def _ttl(data: dict[str, Any]) -> float:
-    value = data.get("ttl")
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 86400:
-        raise Refused("malformed", "ttl must be a number of seconds in (0, 86400]")
-    return float(value)
-
-
-def _names(data: Any) -> list[str]:
-    names = data.get("names") if isinstance(data, dict) else None
-    if (
-        not isinstance(names, list)
-        or len(names) > _MAX_NAMES
-        or not all(isinstance(n, str) and 0 < len(n) <= 1024 for n in names)
-    ):
-        raise Refused("malformed", "names must be a list of non-empty strings")
-    return list(dict.fromkeys(names))
-
-
 class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The ``/service`` namespace of one gateway; see the module docstring.
 
     Args:
-        gateway: the :class:`eventbus.gateway.Gateway` (``sio``, ``redis``, ``keys``,
-            ``verifier``, ``counters``, ``node_id``, ``config``).
+        gateway: the gateway node (its ``sio``, ``redis``, ``keys``, ``verifier``,
+            ``counters``, ``node_id`` and ``config``).
     """
 
-    def __init__(self, gateway: Any) -> None:
+    def __init__(self, gateway: GatewayHost) -> None:
         super().__init__(NAMESPACE)
         self.gateway = gateway
-        self.keys: Keyspace = gateway.keys
-        self.prefix: str = self.keys.prefix
-        self.glob_prefix: str = escape_glob(self.prefix)
-        limits = getattr(gateway.config, "limits", gateway.config)
-        self.max_payload = int(getattr(limits, "max_payload", None) or _DEFAULT_MAX_PAYLOAD)
+        self.names = ServiceNames(gateway.keys)
+        self.max_payload = gateway.config.max_payload
         self.services: dict[str, _Service] = {}
         self._channel_sids: dict[str, set[str]] = {}
         self._pattern_sids: dict[str, set[str]] = {}
         self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._control = self.keys.control_channel(f"gateway:{gateway.node_id}:services")
-        self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._link_up = False
-        self._ready = asyncio.Event()  # set while the Redis subscription works
-        self._send_lock: asyncio.Lock | None = None
+        self._control = gateway.keys.control_channel(f"gateway:{gateway.node_id}:services")
+        self._told_down = False  # the sockets heard `link` down and not yet up
+        self._subscriber = Subscriber(
+            gateway.config.redis_config,
+            name="service subscriptions",
+            client_name=f"{gateway.node_id}:services",
+            counters=gateway.counters,
+            lost_counter="service_reconnects",
+            policy=LINK_POLICY,
+            names=self._subscriptions,
+            on_message=self._relay,
+            on_confirm=self._confirmed,
+            on_up=self._link_up,
+            on_down=self._link_down,
+            log=log,
+        )
         redis_client = gateway.redis
         self._set_script = redis_client.register_script(SET_LUA)
         self._members_script = redis_client.register_script(MEMBERS_LUA)
@@ -259,12 +160,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _count(self, name: str, n: int = 1) -> None:
-        counters = self.gateway.counters
-        add = getattr(counters, "add", None)
-        if callable(add):
-            add(name, n)
-        else:
-            counters[name] = counters.get(name, 0) + n
+        self.gateway.counters.add(name, n)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The connected services, for the dashboard: name, sid, since, scopes,
@@ -281,8 +177,8 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     "connected_at": svc.connected_at,
                     "scopes": svc.scopes.as_list(),
                     "subscriptions": sorted(
-                        [self._rel(c) for c in svc.channels]
-                        + [self._rel_pattern(p) for p in svc.patterns]
+                        [self.names.relative(c) for c in svc.channels]
+                        + [self.names.relative_pattern(p) for p in svc.patterns]
                     ),
                     "counts": dict(svc.counts),
                     "info": info,
@@ -290,60 +186,51 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         return out
 
-    def _rel(self, channel: str) -> str:
-        return channel[len(self.prefix) :] if channel.startswith(self.prefix) else channel
-
-    def _rel_pattern(self, pattern: str) -> str:
-        head = self.glob_prefix
-        return pattern[len(head) :] if pattern.startswith(head) else pattern
-
     # -- connection --------------------------------------------------------------------------
+
+    def _refuse(self, code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+        self._count("refused")
+        return socketio.exceptions.ConnectionRefusedError(code, {"code": code, "message": message})
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Authenticate a service token; refuse with ``unauthorized``/``token_expired``."""
-        check_rate = getattr(self.gateway, "check_rate", None)
-        if callable(check_rate):
-            check_rate(environ)  # raises ConnectionRefusedError("rate_limited")
+        self.gateway.check_rate(environ)  # raises ConnectionRefusedError("rate_limited")
         token = auth.get("token") if isinstance(auth, dict) else auth
         if not isinstance(token, str) or not token:
-            self._count("refused")
-            raise socketio.exceptions.ConnectionRefusedError(
-                "unauthorized", {"code": "unauthorized", "message": "no token in auth"}
-            )
+            raise self._refuse("unauthorized", "no token in auth")
         try:
             claims = self.gateway.verifier.verify(token)
-        except Exception as exc:
-            code = getattr(exc, "code", None) or "unauthorized"
-            self._count("refused")
-            raise socketio.exceptions.ConnectionRefusedError(
-                code, {"code": code, "message": str(getattr(exc, "message", exc))}
-            ) from None
-        scopes = _claim(claims, "scopes")
-        if not isinstance(scopes, list | tuple) or not (scopes or _claim(claims, "service")):
-            self._count("refused")
-            raise socketio.exceptions.ConnectionRefusedError(
-                "unauthorized",
-                {"code": "unauthorized", "message": "a service token (with scopes) is required"},
-            )
-        svc = _Service(sid, claims, Scopes(scopes))
+        except AuthError as exc:
+            raise self._refuse(exc.code, exc.message) from None
+        except Exception as exc:  # a bug: refused as before, and reported
+            self._count("errors")
+            log.exception("checking a service token failed")
+            raise self._refuse("unauthorized", str(exc)) from None
+        if not (claims.scopes or claims.service):
+            raise self._refuse("unauthorized", "a service token (with scopes) is required")
+        svc = _Service(sid, claims, Scopes(claims.scopes))
         self.services[sid] = svc
-        self._ensure_started()
-        exp = _claim(claims, "exp")
-        if isinstance(exp, int | float):
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, float(exp) - time.time())
-            svc.expiry = loop.call_later(delay, lambda: asyncio.ensure_future(self._expire(sid)))
+        self._subscriber.start()
+        loop = asyncio.get_running_loop()
+        svc.expiry = loop.call_later(max(0.0, claims.exp - time.time()), self._expire_soon, sid)
         self._count("services_connected")
         log.info("service %s connected (%s)", svc.name, sid)
+
+    def _expire_soon(self, sid: str) -> None:
+        asyncio.get_running_loop().create_task(self._expire(sid))
 
     async def _expire(self, sid: str) -> None:
         if sid not in self.services:
             return
-        with contextlib.suppress(Exception):
-            await self.emit(
-                "error", {"code": "token_expired", "message": "the token expired"}, to=sid
-            )
-        await self.disconnect(sid)
+        try:
+            with contextlib.suppress(Exception):  # the socket may be gone already
+                await self.emit(
+                    "error", {"code": "token_expired", "message": "the token expired"}, to=sid
+                )
+            await self.disconnect(sid)
+        except Exception:
+            self._count("errors")
+            log.exception("disconnecting the expired service socket %s failed", sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Forget the socket and drop the subscriptions nobody else uses."""
@@ -374,9 +261,9 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         data = args[1] if len(args) > 1 else None
         try:
             if not isinstance(data, dict):
-                raise Refused("malformed", f"{event} takes an object")
+                raise RefusedError("malformed", f"{event} takes an object")
             result: dict[str, Any] = await handler(self, svc, data)
-        except Refused as exc:
+        except RefusedError as exc:
             self._count("malformed" if exc.code == "malformed" else "refused")
             svc.counts["refused"] += 1
             return {"ok": False, "error": exc.code, "message": exc.message}
@@ -390,87 +277,11 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": False, "error": "internal", "message": repr(exc)}
         return {"ok": True, **result}
 
-    # -- name checks --------------------------------------------------------------------------
-
-    def _publish_channel(self, svc: _Service, rel: str) -> str:
-        """The full channel for publishing on relative name ``rel``, if allowed."""
-        full = self.prefix + rel
-        event_type = self.keys.event_type_of(full)
-        if event_type is not None:
-            if not event_type or not svc.scopes.may_publish(event_type):
-                raise Refused("forbidden", f"publishing {event_type!r} is outside the scopes")
-            return full
-        room = self.keys.room_of(full)
-        if room is not None:
-            if not room or not svc.scopes.may_room(room):
-                raise Refused("forbidden", f"room {room!r} is outside the scopes")
-            return full
-        if full == self.keys.broadcast_channel:
-            if not svc.scopes.broadcast:
-                raise Refused("forbidden", "broadcasting needs the scope 'broadcast'")
-            return full
-        raise Refused("forbidden", f"cannot publish on {rel!r}")
-
-    def _subscribe_channel(self, svc: _Service, rel: str) -> str:
-        full = self.prefix + rel
-        if full in (self.keys.broadcast_channel, self.keys.groups_channel):
-            return full
-        event_type = self.keys.event_type_of(full)
-        if event_type is not None:
-            literal = event_type and not _GLOB_CHARS.intersection(event_type)
-            if literal and svc.scopes.may_subscribe(event_type):
-                return full
-            raise Refused("forbidden", f"subscribing to {event_type!r} is outside the scopes")
-        room = self.keys.room_of(full)
-        if room is not None:
-            if room and svc.scopes.may_room(room):
-                return full
-            raise Refused("forbidden", f"room {room!r} is outside the scopes")
-        raise Refused("forbidden", f"cannot subscribe to {rel!r}")
-
-    def _subscribe_pattern(self, svc: _Service, rel: str) -> str:
-        if not rel.startswith("ev:") or len(rel) == 3:
-            raise Refused("forbidden", f"cannot psubscribe to {rel!r}")
-        if not svc.scopes.may_subscribe(rel[3:]):
-            raise Refused("forbidden", f"subscribing to {rel[3:]!r} is outside the scopes")
-        return self.glob_prefix + rel
-
-    def _presence_room(
-        self, svc: _Service, data: dict[str, Any], *, write: bool
-    ) -> tuple[str, str]:
-        zset, hash_ = self.prefix + _str(data, "zset"), self.prefix + _str(data, "hash")
-        head, tail = f"{self.prefix}presence:{{", "}:z"
-        if not (zset.startswith(head) and zset.endswith(tail)):
-            raise Refused("forbidden", "not a presence key")
-        room = zset[len(head) : -len(tail)]
-        if (zset, hash_) != self.keys.presence_keys(room) or not room:
-            raise Refused("forbidden", "not a room's presence keys")
-        if not svc.scopes.presence:
-            raise Refused("forbidden", "presence needs the scope 'presence'")
-        if write and not svc.scopes.may_room(room):
-            raise Refused("forbidden", f"room {room!r} is outside the scopes")
-        return zset, hash_
-
-    def _client_keys(self, data: dict[str, Any]) -> tuple[str, str]:
-        keys = (self.prefix + _str(data, "zset"), self.prefix + _str(data, "hash"))
-        if keys != self.keys.client_keys:
-            raise Refused("forbidden", "not the client registry")
-        return keys
-
     # -- publishing ---------------------------------------------------------------------------
 
-    def _payload(self, value: Any) -> bytes:
-        if isinstance(value, str):
-            value = value.encode()
-        if not isinstance(value, bytes | bytearray):
-            raise Refused("malformed", "payload must be bytes")
-        if len(value) > self.max_payload:
-            raise Refused("too_large", f"payload over {self.max_payload} bytes")
-        return bytes(value)
-
     async def _on_publish(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        channel = self._publish_channel(svc, _str(data, "channel"))
-        payload = self._payload(data.get("payload"))
+        channel = self.names.publish_channel(svc.scopes, text_field(data, "channel"))
+        payload = payload_field(data.get("payload"), self.max_payload)
         receivers = await self.gateway.redis.publish(channel, payload)
         svc.counts["published"] += 1
         self._count("service_published")
@@ -478,16 +289,21 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _on_publish_many(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
         messages = data.get("messages")
-        if not isinstance(messages, list) or len(messages) > _MAX_BATCH:
-            raise Refused("malformed", f"messages must be a list of at most {_MAX_BATCH}")
+        if not isinstance(messages, list) or len(messages) > MAX_BATCH:
+            raise RefusedError("malformed", f"messages must be a list of at most {MAX_BATCH}")
         batch: list[tuple[str, bytes]] = []
         for item in messages:
             if not isinstance(item, list | tuple) or len(item) != 2:
-                raise Refused("malformed", "each message is [channel, payload]")
+                raise RefusedError("malformed", "each message is [channel, payload]")
             rel = item[0]
             if not isinstance(rel, str) or not rel:
-                raise Refused("malformed", "channel must be a non-empty string")
-            batch.append((self._publish_channel(svc, rel), self._payload(item[1])))
+                raise RefusedError("malformed", "channel must be a non-empty string")
+            batch.append(
+                (
+                    self.names.publish_channel(svc.scopes, rel),
+                    payload_field(item[1], self.max_payload),
+                )
+            )
         if not batch:
             return {"receivers": []}
         pipe = self.gateway.redis.pipeline(transaction=False)
@@ -501,22 +317,22 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- subscriptions ------------------------------------------------------------------------
 
     async def _on_subscribe(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        full = [self._subscribe_channel(svc, n) for n in _names(data)]
+        full = [self.names.subscribe_channel(svc.scopes, n) for n in names_field(data)]
         await self._add(svc, "subscribe", full)
         return {}
 
     async def _on_psubscribe(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        full = [self._subscribe_pattern(svc, n) for n in _names(data)]
+        full = [self.names.subscribe_pattern(svc.scopes, n) for n in names_field(data)]
         await self._add(svc, "psubscribe", full)
         return {}
 
     async def _on_unsubscribe(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        full = [self.prefix + n for n in _names(data)]
+        full = [self.names.prefix + n for n in names_field(data)]
         await self._drop(svc.sid, "unsubscribe", full)
         return {}
 
     async def _on_punsubscribe(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        full = [self.glob_prefix + n for n in _names(data)]
+        full = [self.names.glob_prefix + n for n in names_field(data)]
         await self._drop(svc.sid, "punsubscribe", full)
         return {}
 
@@ -541,18 +357,18 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if pending is not None and not pending.done():
                 waits.append(pending)
         try:
-            async with asyncio.timeout(_CONFIRM_TIMEOUT):
+            async with asyncio.timeout(CONFIRM_TIMEOUT):
                 if new:
                     # While the listener (re)subscribes, wait for it: names it did not
                     # take from the tables are sent here, once it is up.
-                    await self._ready.wait()
+                    await self._subscriber.ready.wait()
                     unsent = [n for n, f in new.items() if not f.done()]
                     if unsent:
-                        await self._command(kind, unsent)
+                        await self._subscriber.command(kind, unsent)
                 if waits:
                     await asyncio.shield(asyncio.gather(*waits))
         except TimeoutError:
-            raise Refused("unavailable", "Redis did not confirm the subscription") from None
+            raise RefusedError("unavailable", "Redis did not confirm the subscription") from None
 
     async def _drop(self, sid: str, kind: str, names: Sequence[str]) -> None:
         """Remove ``sid`` from each name; unsubscribe the names nobody uses any more."""
@@ -569,52 +385,44 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if not sids:
                 del table[name]
                 gone.append(name)
-        if gone and self._link_up:
+        if gone and self._subscriber.ready.is_set():
             try:
-                await self._command(kind, gone)
+                await self._subscriber.command(kind, gone)
             except (RedisError, OSError) as exc:  # the listener renews from the tables
                 log.debug("%s failed: %s", kind, exc)
-
-    async def _command(self, kind: str, names: Sequence[str]) -> None:
-        pubsub = self._pubsub
-        if pubsub is None:
-            return
-        assert self._send_lock is not None
-        async with self._send_lock:
-            await getattr(pubsub, kind)(*names)
 
     # -- presence and the client registry -----------------------------------------------------
 
     async def _on_presence_set(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._presence_room(svc, data, write=True)
+        zset, hash_ = self.names.presence_keys(svc.scopes, data, write=True)
         await self._store_member(zset, hash_, data)
         return {}
 
     async def _on_presence_remove(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._presence_room(svc, data, write=True)
-        await self._remove_member(zset, hash_, _str(data, "member"))
+        zset, hash_ = self.names.presence_keys(svc.scopes, data, write=True)
+        await self._remove_member(zset, hash_, text_field(data, "member"))
         return {}
 
     async def _on_presence_members(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._presence_room(svc, data, write=False)
+        zset, hash_ = self.names.presence_keys(svc.scopes, data, write=False)
         raw = await self._members_script(keys=[zset, hash_], args=[])
         members = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in raw})
         return {"members": members}
 
     async def _on_client_set(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._client_keys(data)
+        zset, hash_ = self.names.client_keys(data)
         svc.info = await self._store_member(zset, hash_, data)
         return {}
 
     async def _on_client_remove(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._client_keys(data)
-        await self._remove_member(zset, hash_, _str(data, "member"))
+        zset, hash_ = self.names.client_keys(data)
+        await self._remove_member(zset, hash_, text_field(data, "member"))
         return {}
 
     async def _on_client_list(self, svc: _Service, data: dict[str, Any]) -> dict[str, Any]:
-        zset, hash_ = self._client_keys(data)
+        zset, hash_ = self.names.client_keys(data)
         if not svc.scopes.presence:
-            raise Refused("forbidden", "listing clients needs the scope 'presence'")
+            raise RefusedError("forbidden", "listing clients needs the scope 'presence'")
         raw = await self._records_script(keys=[zset, hash_], args=[])
         clients = []
         for i in range(0, len(raw) - 2, 3):
@@ -626,9 +434,9 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {"clients": clients}
 
     async def _store_member(self, zset: str, hash_: str, data: dict[str, Any]) -> bytes:
-        member, info, ttl = _str(data, "member"), _bytes(data, "info"), _ttl(data)
+        member, info, ttl = text_field(data, "member"), bytes_field(data, "info"), ttl_field(data)
         if len(info) > self.max_payload:
-            raise Refused("too_large", f"info over {self.max_payload} bytes")
+            raise RefusedError("too_large", f"info over {self.max_payload} bytes")
         ttl_ms = max(1, int(ttl * 1000))
         await self._set_script(keys=[zset, hash_], args=[member, info, ttl_ms, ttl_ms])
         return info
@@ -645,152 +453,34 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- the shared Redis subscription ---------------------------------------------------------
 
-    def _ensure_started(self) -> None:
-        if self._task is None or self._task.done():
-            self._send_lock = asyncio.Lock()
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
     async def close(self) -> None:
-        """Stop the Redis listener (the gateway's shutdown calls it, if it knows it)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self._close_pubsub()
+        """Stop the Redis subscription (the gateway's shutdown calls it)."""
+        await self._subscriber.stop()
 
-    def _new_pubsub(self) -> Any:
-        """A PubSub on a connection of its own, RESP2, that never retries nor reconnects
-        silently (a silent reconnect would hide lost messages)."""
-        config = self.gateway.config
-        r = getattr(config, "redis_config", None) or config.redis
-        options: dict[str, Any] = {
-            "username": r.username,
-            "password": r.password,
-            "db": r.db,
-            "socket_connect_timeout": r.socket_connect_timeout,
-            "socket_keepalive": r.socket_keepalive,
-            "client_name": f"{self.gateway.node_id}:services".replace(" ", "_"),
-            "retry": async_no_retry(),
-            **async_client_handshake(),
-            "single_connection_client": True,
-        }
-        if r.unix_socket_path:
-            client = aioredis.Redis(unix_socket_path=r.unix_socket_path, **options)
-        else:
-            if r.ssl:
-                options.update(ssl=True, ssl_ca_certs=r.ssl_ca_certs)
-            client = aioredis.Redis(host=r.host, port=r.port, **options)
-        return client.pubsub(ignore_subscribe_messages=False)
+    def _subscriptions(self) -> tuple[list[str], list[str]]:
+        """What a (re)subscription subscribes: the control channel and every name a
+        socket uses. Names added while its commands are on their way are sent by their
+        own request once the link is up (see :meth:`_add`)."""
+        return [self._control, *self._channel_sids], list(self._pattern_sids)
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await pubsub.connection_pool.disconnect()
+    def _confirmed(self, kind: str, name: str) -> None:
+        future = self._waiting.pop((kind, name), None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
-    async def _run(self) -> None:
-        """Subscribe, serve messages, and on any failure report it and renew with backoff."""
-        attempt = 0
-        was_down = False
-        while True:
-            try:
-                await self._renew()
-                if was_down:
-                    log.info("service subscriptions renewed")
-                    await self._announce("up", "subscriptions renewed")
-                attempt, was_down = 0, False
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, RedisError | OSError | TimeoutError):
-                    log.warning("service subscription link lost: %s", exc)
-                else:
-                    log.exception("service listener failed; renewing")
-                self._link_up = False
-                self._ready.clear()
-                await self._close_pubsub()
-                if not was_down:
-                    was_down = True
-                    await self._announce("down", str(exc) or type(exc).__name__)
-                delay = 0.0 if attempt == 0 else min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**attempt)
-                attempt += 1
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-
-    async def _renew(self) -> None:
-        pubsub = self._new_pubsub()
-        self._pubsub = pubsub
-        # Snapshot first: names added while these commands are on their way are sent
-        # by their own request once the link is up (see _add).
-        channels, patterns = list(self._channel_sids), list(self._pattern_sids)
-        expected = {("subscribe", self._control)}
-        expected.update(("subscribe", c) for c in channels)
-        expected.update(("psubscribe", p) for p in patterns)
-        assert self._send_lock is not None
-        async with self._send_lock:
-            await pubsub.subscribe(self._control, *channels)
-            if patterns:
-                await pubsub.psubscribe(*patterns)
-        deadline = time.monotonic() + _CONFIRM_TIMEOUT
-        while expected:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("Redis did not confirm the subscriptions")
-            message = await pubsub.get_message(timeout=min(left, _POLL))
-            if message is not None:
-                expected.discard(self._confirmed(message) or ("", ""))
-                await self._handle(message)
-        self._link_up = True
-        self._ready.set()
-
-    def _confirmed(self, message: dict[str, Any]) -> tuple[str, str] | None:
-        kind = message.get("type")
-        if kind in ("subscribe", "psubscribe"):
-            name = message["channel"]
-            return (str(kind), name.decode() if isinstance(name, bytes) else str(name))
-        return None
-
-    async def _serve(self) -> None:
-        pubsub = self._pubsub
-        assert pubsub is not None
-        next_probe = time.monotonic() + _POLL * 5
-        while True:
-            message = await pubsub.get_message(timeout=_POLL)
-            if message is not None:
-                await self._handle(message)
-            elif time.monotonic() >= next_probe:
-                # A PING through the subscribed connection: a dead socket raises here.
-                next_probe = time.monotonic() + _POLL * 5
-                async with self._send_lock or asyncio.Lock():
-                    await asyncio.wait_for(pubsub.ping(), _CONFIRM_TIMEOUT)
-
-    async def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        confirmed = self._confirmed(message)
-        if confirmed is not None:
-            future = self._waiting.pop(confirmed, None)
-            if future is not None and not future.done():
-                future.set_result(None)
-            return
-        if kind not in ("message", "pmessage"):
-            return
-        raw_channel = message["channel"]
-        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
-        if kind == "message":
-            key = channel
+    async def _relay(self, message: Message) -> None:
+        """Fan one message out to the sockets subscribed to its channel or pattern."""
+        channel = text(message["channel"])
+        if message["type"] == "message":
             sids = self._channel_sids.get(channel)
-            rel_key = self._rel(channel)
+            rel_key = self.names.relative(channel)
         else:
-            raw_pattern = message["pattern"]
-            key = raw_pattern.decode() if isinstance(raw_pattern, bytes) else str(raw_pattern)
-            sids = self._pattern_sids.get(key)
-            rel_key = self._rel_pattern(key)
+            pattern = text(message["pattern"])
+            sids = self._pattern_sids.get(pattern)
+            rel_key = self.names.relative_pattern(pattern)
         if not sids:
             return
-        body = {"key": rel_key, "channel": self._rel(channel), "payload": message["data"]}
+        body = {"key": rel_key, "channel": self.names.relative(channel), "payload": message["data"]}
         for sid in list(sids):
             svc = self.services.get(sid)
             if svc is None:
@@ -799,13 +489,23 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.emit("message", body, to=sid)
         self._count("service_relayed", len(sids))
 
+    async def _link_down(self, error: Exception) -> None:
+        if not self._told_down:
+            self._told_down = True
+            await self._announce("down", str(error) or type(error).__name__)
+
+    async def _link_up(self, renewed: bool) -> None:
+        if self._told_down:
+            self._told_down = False
+            await self._announce("up", "subscriptions renewed")
+
     async def _announce(self, state: str, reason: str) -> None:
         for sid in list(self.services):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a socket that is gone hears nothing
                 await self.emit("link", {"state": state, "reason": reason}, to=sid)
 
 
-_Handler = Callable[[ServiceNamespace, _Service, dict[str, Any]], Any]
+_Handler = Callable[[ServiceNamespace, _Service, dict[str, Any]], Awaitable[dict[str, Any]]]
 _HANDLERS: dict[str, _Handler] = {
     "publish": ServiceNamespace._on_publish,
     "publish_many": ServiceNamespace._on_publish_many,
@@ -823,22 +523,23 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-def install(gateway: Any) -> ServiceNamespace:
+def install(gateway: GatewayHost) -> ServiceNamespace:
     """Register the ``/service`` namespace on ``gateway.sio``; return it.
 
+    Its Redis subscription starts with the first service socket and stops with the
+    gateway (:meth:`ServiceNamespace.close` is added to ``gateway.on_shutdown``).
+
     Args:
-        gateway: the :class:`eventbus.gateway.Gateway`.
+        gateway: the gateway node (:class:`~eventbus.gateway.Gateway`).
     """
     namespace = ServiceNamespace(gateway)
     gateway.sio.register_namespace(namespace)
-    hooks = getattr(gateway, "on_shutdown", None)
-    if isinstance(hooks, list):
-        hooks.append(namespace.close)
+    gateway.on_shutdown.append(namespace.close)
     return namespace
 
 
-def snapshot(gateway: Any) -> list[dict[str, Any]]:
+def snapshot(gateway: GatewayHost) -> list[dict[str, Any]]:
     """The services connected to ``gateway`` now (for the dashboard); ``[]`` if the
     namespace is not installed."""
-    namespace = getattr(gateway.sio, "namespace_handlers", {}).get(NAMESPACE)
+    namespace = gateway.sio.namespace_handlers.get(NAMESPACE)
     return namespace.snapshot() if isinstance(namespace, ServiceNamespace) else []
