@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
 
@@ -28,15 +27,12 @@ import redis.exceptions
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import (
     BlockingConnectionPool,
-    Connection,
-    SSLConnection,
-    UnixDomainSocketConnection,
 )
 
 from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.config import RedisConfig
 from eventbus._core.stats import Counters
-from eventbus._transports.redis.compat import async_client_handshake, async_no_retry
+from eventbus._transports.redis.compat import connection_options
 
 __all__ = ["CONFIRM_TIMEOUT", "Message", "Subscriber", "command_client", "text"]
 
@@ -59,28 +55,9 @@ def text(value: bytes | str) -> str:
 def _pool(config: RedisConfig, *, client_name: str, max_connections: int) -> BlockingConnectionPool:
     """A pool whose callers wait for a free connection (at most ``socket_timeout``)
     instead of failing when a burst needs more than ``max_connections`` at once."""
-    options: dict[str, Any] = {
-        "username": config.username,
-        "password": config.password,
-        "db": config.db,
-        "socket_timeout": config.socket_timeout,
-        "socket_connect_timeout": config.socket_connect_timeout,
-        # CLIENT SETNAME refuses spaces and anything outside '!'..'~'.
-        "client_name": re.sub(r"[^!-~]", "_", client_name),
-        "retry": async_no_retry(),
-        **async_client_handshake(),
-    }
-    if config.unix_socket_path:
-        options.update(connection_class=UnixDomainSocketConnection, path=config.unix_socket_path)
-    else:
-        options.update(
-            connection_class=SSLConnection if config.ssl else Connection,
-            host=config.host,
-            port=config.port,
-            socket_keepalive=config.socket_keepalive,
-        )
-        if config.ssl:
-            options.update(ssl_ca_certs=config.ssl_ca_certs)
+    options = connection_options(
+        config, client_name=client_name, socket_timeout=config.socket_timeout, asyncio=True
+    )
     return BlockingConnectionPool(
         max_connections=max_connections, timeout=config.socket_timeout, **options
     )

@@ -1,7 +1,11 @@
-"""What differs between the redis-py releases that eventbus supports (5.0.1 to 8.x).
+"""How eventbus connects with redis-py: the one set of connection options, and what
+differs between the redis-py releases that eventbus supports (5.0.1 to 8.x).
 
-The Redis transport's pools and the gateway's ``/service`` listener ask for the same
-bare handshake: RESP2, no ``CLIENT SETINFO`` (two round trips per connect, and an
+:func:`connection_options` is the one place that turns a
+:class:`~eventbus._core.config.RedisConfig` into a pool's keyword arguments, for the
+bus's synchronous pools (:mod:`eventbus._transports.redis.pools`) and the gateway's
+asyncio ones (:mod:`eventbus.gateway._redis`) alike. Both ask for the same bare
+handshake: RESP2, no ``CLIENT SETINFO`` (two round trips per connect, and an
 error before Redis 7.2) and no maintenance notifications, and for no retries at all.
 redis-py spells these differently by release:
 
@@ -24,18 +28,23 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+import re
+import socket
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
+import redis.asyncio.connection
 import redis.asyncio.retry
 import redis.connection
 import redis.retry
 from redis.backoff import NoBackoff
 
+if TYPE_CHECKING:
+    from eventbus._core.config import RedisConfig
+
 __all__ = [
-    "async_client_handshake",
     "async_no_retry",
-    "connection_handshake",
+    "connection_options",
     "lend",
     "no_retry",
 ]
@@ -71,17 +80,6 @@ def _handshake(init: Any) -> dict[str, Any]:
     return options
 
 
-def connection_handshake() -> dict[str, Any]:
-    """Keyword arguments for a synchronous ``redis.ConnectionPool`` (and its
-    connections): RESP2, no ``CLIENT SETINFO``, no maintenance notifications."""
-    return _handshake(redis.connection.AbstractConnection.__init__)
-
-
-def async_client_handshake() -> dict[str, Any]:
-    """The same for ``redis.asyncio.Redis(...)`` built from host/port keyword arguments."""
-    return _handshake(redis.asyncio.Redis.__init__)
-
-
 def no_retry() -> redis.retry.Retry:
     """The never-retry policy for a synchronous client (see ``_NO_RETRY``)."""
     return redis.retry.Retry(NoBackoff(), **_NO_RETRY)
@@ -110,3 +108,69 @@ else:
     def lend(pool: redis.connection.ConnectionPool) -> Any:
         """A connection from ``pool`` (give it back with ``pool.release``)."""
         return pool.get_connection()
+
+
+def _keepalive_options() -> dict[int, int]:
+    """TCP keepalive: first probe after 30 s idle, then every 5 s, dead after 3 misses."""
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # or macOS
+    wanted = ((idle, 30), (getattr(socket, "TCP_KEEPINTVL", None), 5))
+    return {c: v for c, v in (*wanted, (getattr(socket, "TCP_KEEPCNT", None), 3)) if c is not None}
+
+
+def connection_options(
+    config: RedisConfig, *, client_name: str, socket_timeout: float, asyncio: bool = False
+) -> dict[str, Any]:
+    """The keyword arguments of a ``ConnectionPool`` for ``config`` (``redis.asyncio``'s
+    when ``asyncio``), every timeout, keepalive, TLS, handshake and retry setting explicit.
+
+    Args:
+        config: where Redis is and how to log in.
+        client_name: the ``CLIENT SETNAME`` of every connection; characters Redis
+            refuses there (spaces, anything outside ``!``..``~``) become ``_``.
+        socket_timeout: the socket timeout of every command, seconds (the connect
+            timeout is at most this too).
+        asyncio: the connection classes and retry policy of ``redis.asyncio``.
+    """
+    kind = redis.asyncio.connection if asyncio else redis.connection
+    options: dict[str, Any] = {
+        "db": config.db,
+        "username": config.username,
+        "password": config.password,
+        "client_name": re.sub(r"[^!-~]", "_", client_name),
+        # RESP2, no CLIENT SETINFO, no maintenance notifications, in each redis-py
+        # release's spelling: redis-py 8 defaults to RESP3 (one more HELLO round trip
+        # per connect and maintenance-notification handshakes; RESP2 pub/sub replies
+        # are plain arrays) and CLIENT SETINFO costs two round trips per connect.
+        **_handshake(kind.AbstractConnection.__init__),
+        "decode_responses": False,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(config.socket_connect_timeout, socket_timeout),
+        # Never retry: not a PUBLISH (duplicates), not a connect (the caller's
+        # deadline); redis-py 8's default client retries 10 times. No supported
+        # errors either, so redis-py does not reconnect (and resubscribe) inside its
+        # failure callback: errors reach us at once and our loops renew the link.
+        # The connection still closes itself on a failed read or write.
+        "retry": async_no_retry() if asyncio else no_retry(),
+        "retry_on_error": [],
+        "retry_on_timeout": False,
+        # Pools discard connections the server closed before lending them; the
+        # listeners run their own, stronger probes.
+        "health_check_interval": 0,
+    }
+    if config.unix_socket_path:
+        options.update(
+            connection_class=kind.UnixDomainSocketConnection, path=config.unix_socket_path
+        )
+        return options
+    options.update(
+        connection_class=kind.SSLConnection if config.ssl else kind.Connection,
+        host=config.host,
+        port=config.port,
+        socket_keepalive=config.socket_keepalive,
+        socket_keepalive_options=_keepalive_options() if config.socket_keepalive else {},
+    )
+    if config.ssl:
+        options.update(
+            ssl_ca_certs=config.ssl_ca_certs, ssl_cert_reqs="required", ssl_check_hostname=True
+        )
+    return options

@@ -44,22 +44,18 @@ one answer in one object:
 from __future__ import annotations
 
 import re
-import socket
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
 import redis
 from redis.connection import (
-    Connection,
     ConnectionPool,
-    SSLConnection,
-    UnixDomainSocketConnection,
 )
 
 from eventbus._core.config import RedisConfig
 from eventbus._errors import BusStateError, ValidationError
-from eventbus._transports.redis.compat import connection_handshake, lend, no_retry
+from eventbus._transports.redis.compat import connection_options, lend
 from eventbus._transports.redis.errors import map_error
 
 __all__ = ["RedisPools"]
@@ -68,13 +64,6 @@ __all__ = ["RedisPools"]
 _MAX_POOLS: Final = 8
 #: Distinct block times that get a read pool of their own; see :meth:`RedisPools.read_pool`.
 _MAX_READ_POOLS: Final = 4
-
-
-def _keepalive_options() -> dict[int, int]:
-    """TCP keepalive: first probe after 30 s idle, then every 5 s, dead after 3 misses."""
-    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # or macOS
-    wanted = ((idle, 30), (getattr(socket, "TCP_KEEPINTVL", None), 5))
-    return {c: v for c, v in (*wanted, (getattr(socket, "TCP_KEEPCNT", None), 3)) if c is not None}
 
 
 class RedisPools:
@@ -114,48 +103,10 @@ class RedisPools:
     def make_pool(self, socket_timeout: float, max_connections: int) -> ConnectionPool:
         """A new pool whose every timeout, keepalive and retry setting is explicit;
         :meth:`disconnect` closes it with the others."""
-        cfg = self.config
-        kwargs: dict[str, Any] = {
-            "db": cfg.db,
-            "username": cfg.username,
-            "password": cfg.password,
-            "client_name": self.client_name,
-            # RESP2, no CLIENT SETINFO, no maintenance notifications, in each redis-py
-            # release's spelling: redis-py 8 defaults to RESP3 (one more HELLO round trip
-            # per connect and maintenance-notification handshakes; RESP2 pub/sub replies
-            # are plain arrays) and CLIENT SETINFO costs two round trips per connect.
-            **connection_handshake(),
-            "decode_responses": False,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": min(cfg.socket_connect_timeout, socket_timeout),
-            # Never retry: not a PUBLISH (duplicates), not a connect (the caller's
-            # deadline); redis-py 8's default client retries 10 times. No supported
-            # errors either, so redis-py does not reconnect (and resubscribe) inside its
-            # failure callback: errors reach us at once and the listener renews the link.
-            # The connection still closes itself on a failed read or write.
-            "retry": no_retry(),
-            "retry_on_error": [],
-            "retry_on_timeout": False,
-            # The pool discards connections the server closed before lending them;
-            # the listener runs its own, stronger probe (see the listener's module).
-            "health_check_interval": 0,
-            "max_connections": max_connections,
-        }
-        if cfg.unix_socket_path:
-            kwargs.update(connection_class=UnixDomainSocketConnection, path=cfg.unix_socket_path)
-        else:
-            kwargs.update(
-                connection_class=SSLConnection if cfg.ssl else Connection,
-                host=cfg.host,
-                port=cfg.port,
-                socket_keepalive=cfg.socket_keepalive,
-                socket_keepalive_options=_keepalive_options() if cfg.socket_keepalive else {},
-            )
-            if cfg.ssl:
-                kwargs.update(
-                    ssl_ca_certs=cfg.ssl_ca_certs, ssl_cert_reqs="required", ssl_check_hostname=True
-                )
-        pool = ConnectionPool(**kwargs)
+        kwargs = connection_options(
+            self.config, client_name=self.client_name, socket_timeout=socket_timeout
+        )
+        pool = ConnectionPool(max_connections=max_connections, **kwargs)
         self._made.append(pool)
         return pool
 
