@@ -1,4 +1,4 @@
-"""Fault injection against real redis-server processes (issue 3, DESIGN §6).
+"""Fault injection against real redis-server processes (issue 3; docs/failure-modes.md).
 
 A Redis that restarts, hangs, partitions or floods never hangs a request, never kills a
 listener, and never loses an event silently. One test per scenario of the issue, each

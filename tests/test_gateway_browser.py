@@ -360,7 +360,7 @@ def test_browser_receives_publish_to_user_and_is_refused_without_a_valid_token(
         )
         assert status == "connected", f"{status}; errors: {browser.evaluate('window.errors')}"
         with EventBus.from_url(redis_url, service_name="browser-test") as bus:
-            # The same socket is in user:alice from its connect on (DESIGN §8); one
+            # The same socket is in user:alice from its connect on (docs/gateway.md); one
             # event for another user first: pub/sub keeps order on one connection,
             # so by the time alice's arrives, bob's would have too.
             bus.publish_to_user("bob", "notification.created", {"text": "not for alice"})
