@@ -13,6 +13,7 @@ from eventbus._core.config import (
     PerformanceConfig,
     RedisConfig,
 )
+from eventbus._core.options import GroupOptions
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
@@ -49,7 +50,6 @@ from eventbus._models import (
     SubscriptionStats,
 )
 from eventbus._runtime.bus import EventBus
-from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.subscription import Subscription
 from eventbus._transports.base import DeadLetter, GroupInfo
 
