@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -58,16 +58,11 @@ class Sender:
         )
 
 
-class Outgoing(NamedTuple):
-    """A checked, encoded event, waiting for its sequence number."""
-
-    channel: str
-    event_type: str
-    event_id: str
-    body: bytes
-    room: str | None
-    """The room (or user room) it is addressed to; None for a publish or a broadcast,
-    which durable groups also receive."""
+Outgoing: TypeAlias = tuple[str, str, str, bytes, str | None]
+"""A checked, encoded event waiting for its sequence number: ``(channel, event_type,
+event_id, body, room)``. ``room`` is the room (or user room) it is addressed to, None
+for a publish or a broadcast (which durable groups also receive). A plain tuple, not a
+named one: building it is on every publish's path."""
 
 
 def prepare(
@@ -134,4 +129,4 @@ def prepare(
             size=len(body),
             limit=sender.max_size,
         )
-    return Outgoing(channel, event_type, event_id, body, room)
+    return channel, event_type, event_id, body, room
