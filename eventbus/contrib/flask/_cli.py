@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # The same event lines and SIGTERM handling as `eventbus listen`.
 from eventbus.cli import _event_as_json, _format_event, _StopListening
 from eventbus.cli import _sigterm_stops_listening as _stop_on_sigterm
-from eventbus.contrib.flask import _state_of
+from eventbus.contrib.flask._state import state_of
 
 __all__ = ["cli_group"]
 
@@ -121,7 +121,7 @@ def cli_group() -> Any:
                 return bus.broadcast(event_type, payload, headers=header_map)
             return bus.publish(event_type, payload, headers=header_map)
 
-        state = _state_of(None)
+        state = state_of(None)
         bus = state.new_bus()
         try:
             send(bus)  # checks names, data and size before any I/O
@@ -159,7 +159,7 @@ def cli_group() -> Any:
         Uses a bus of its own with the app's config: the app's handlers do not run.
         Exits 1 if --count events did not arrive within --timeout.
         """
-        state = _state_of(None)
+        state = state_of(None)
         chosen = list(patterns) or ["*"]
         events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         bus = state.new_bus()
@@ -223,7 +223,7 @@ def cli_group() -> Any:
         """
         from eventbus.cli._worker import EXIT_OK, run_worker  # only this command needs it
 
-        state = _state_of(None)
+        state = state_of(None)
         bus = state.new_bus(handlers=True)
         note_if_in_process(state.config)
         log_to_stderr()
