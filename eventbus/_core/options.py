@@ -116,7 +116,7 @@ class SubscribeOptions:
 
     Raises:
         InvalidPatternError, InvalidFilterError, InvalidNameError, ValidationError:
-            an argument is invalid.
+            an argument is invalid; ConfigurationError: ``group_options.start`` is.
     """
 
     pattern: str
@@ -188,10 +188,6 @@ class SubscribeOptions:
     def keywords(self) -> dict[str, Any]:
         """The keyword options, as given: ``subscribe(pattern, handler, **keywords())``."""
         return {name: getattr(self, name) for name in SUBSCRIBE_KEYWORDS}
-
-    def with_handler(self, handler: Callable[[Any], Any]) -> SubscribeOptions:
-        """The same options for another handler (a wrapper of this one, usually)."""
-        return attrs.evolve(self, handler=handler)
 
     def retries(self, default: int) -> int:
         """Retries after the first attempt: 0 without ``retry_on_error``, else
