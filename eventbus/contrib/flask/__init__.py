@@ -227,7 +227,7 @@ class EventBusExtension:
         app.extensions[EXTENSION_KEY] = EventBusState(
             self, app, config, handlers=handlers, bus_class=bus_class
         )
-        from eventbus.contrib.flask._cli import cli_group
+        from eventbus.contrib.flask._cli import cli_group  # click and the CLI: only now
 
         app.cli.add_command(cli_group())
 
