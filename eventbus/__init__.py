@@ -13,6 +13,7 @@ from eventbus._core.config import (
     PerformanceConfig,
     RedisConfig,
 )
+from eventbus._core.options import GroupOptions
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
@@ -51,7 +52,6 @@ from eventbus._models import (
     SubscriptionStats,
 )
 from eventbus._runtime.bus import EventBus
-from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.subscription import Subscription
 
 __version__ = "0.1.0.dev0"

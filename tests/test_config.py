@@ -610,3 +610,99 @@ def test_evolve_with_a_new_url_uses_the_new_url() -> None:
     assert moved.redis is not None
     assert (moved.redis.host, moved.redis.port, moved.redis.db) == ("new-host", 6380, 1)
     assert moved.transport_url == "redis://new-host:6380/1"
+
+
+# -- from_mapping -------------------------------------------------------------------------
+
+
+def test_from_mapping_reads_upper_cased_fields_nested_dicts_and_the_key_prefix() -> None:
+    """URL, KEY_PREFIX, scalars, and REDIS/PERFORMANCE/CLIENT dicts (either case) reach
+    their fields; a string is read as the number its field is."""
+    config = EventBusConfig.from_mapping(
+        {
+            "URL": "redis://:pw@cache.internal:6380/2",
+            "SERVICE_NAME": "photo-api",
+            "KEY_PREFIX": "photos:",
+            "PUBLISH_TIMEOUT": "0.5",
+            "HANDLER_THREADS": "4",
+            "OVERFLOW": "drop_newest",
+            "REDIS": {"SOCKET_TIMEOUT": 1.5, "max_connections": 9},
+            "PERFORMANCE": {"batch_size": 10, "MAX_RETRIES": 1},
+        }
+    )
+    assert config.service_name == "photo-api"
+    assert config.redis is not None
+    assert (config.redis.host, config.redis.port, config.redis.db) == ("cache.internal", 6380, 2)
+    assert (config.redis.password, config.redis.key_prefix) == ("pw", "photos:")
+    assert (config.redis.socket_timeout, config.redis.max_connections) == (1.5, 9)
+    assert (config.publish_timeout, config.handler_threads) == (0.5, 4)
+    assert config.overflow == "drop_newest"
+    assert (config.performance.batch_size, config.performance.max_retries) == (10, 1)
+    gateway = EventBusConfig.from_mapping(
+        {"URL": "http://gw:3003", "CLIENT": {"url": "http://gw:3003", "AUTH_TOKEN": "t"}},
+        default_service_name="svc",
+    )
+    assert gateway.client == ClientConfig(url="http://gw:3003", auth_token="t")
+
+
+def test_from_mapping_defaults_and_what_a_redis_config_or_dict_does() -> None:
+    """No keys: memory:// named default_service_name; KEY_PREFIX and a REDIS dict are
+    ignored by memory://; a REDIS dict alone selects Redis; a RedisConfig takes the
+    prefix; None counts as unset."""
+    plain = EventBusConfig.from_mapping({}, default_service_name="svc")
+    assert plain == EventBusConfig(service_name="svc")
+    memory = EventBusConfig.from_mapping(
+        {"URL": "memory://", "KEY_PREFIX": "x:", "REDIS": {}}, default_service_name="svc"
+    )
+    assert memory == EventBusConfig(service_name="svc", url="memory://")
+    alone = EventBusConfig.from_mapping({"REDIS": {"HOST": "r"}}, default_service_name="svc")
+    assert alone.transport_url == "redis://r:6379/0"
+    given = EventBusConfig.from_mapping(
+        {"REDIS": RedisConfig(host="r"), "KEY_PREFIX": "k:", "PUBLISH_TIMEOUT": None},
+        default_service_name="svc",
+    )
+    assert given.redis == RedisConfig(host="r", key_prefix="k:")
+    assert given.publish_timeout == EventBusConfig(service_name="svc").publish_timeout
+
+
+def test_from_mapping_with_a_prefix_reads_only_its_keys_and_skips_ignored_ones() -> None:
+    """With prefix="EVENTBUS_", other keys are not looked at, and the keys in `ignore`
+    are known but left to the caller."""
+    config = EventBusConfig.from_mapping(
+        {
+            "EVENTBUS_URL": "memory://named",
+            "EVENTBUS_HANDLERS": "maybe",
+            "SECRET_KEY": "x",
+            "DEBUG": True,
+        },
+        prefix="EVENTBUS_",
+        ignore=["HANDLERS"],
+        default_service_name="web",
+    )
+    assert (config.transport_url, config.service_name) == ("memory://named", "web")
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"PUBLISH_TIMOUT": 1}, "unknown key(s) PUBLISH_TIMOUT (did you mean PUBLISH_TIMEOUT?)"),
+        ({"url": "memory://"}, "unknown key(s) url"),
+        ({"EVENTBUS_URL": "memory://"}, "unknown key(s) EVENTBUS_URL"),
+        ({"URL": ""}, "URL: must be a non-empty string"),
+        ({"URL": "ftp://host"}, "url: must be one of"),
+        ({"PUBLISH_TIMEOUT": "soon"}, "PUBLISH_TIMEOUT: cannot read 'soon' as float"),
+        ({"PUBLISH_TIMEOUT": -1}, "publish_timeout: must be a number > 0"),
+        ({"URL": "memory://", "REDIS": RedisConfig()}, "URL and REDIS are both set"),
+        ({"REDIS": "redis://h"}, "REDIS must be a dict of RedisConfig fields or a RedisConfig"),
+        ({"REDIS": {"TIMEOUT": 1}}, "unknown key REDIS['TIMEOUT']"),
+        ({"PERFORMANCE": {"batch_size": 0}}, "batch_size: must be an integer > 0"),
+        ({"CLIENT": {"AUTH_TOKEN": "t"}}, "CLIENT: "),
+        ({"KEY_PREFIX": 7}, "KEY_PREFIX: must be a string"),
+        ({"URL": "redis://h/0", "KEY_PREFIX": "bad prefix"}, "key_prefix: must be"),
+    ],
+)
+def test_from_mapping_errors_name_the_key(mapping: dict[str, Any], message: str) -> None:
+    """Every mistake is a ConfigurationError whose message names the key."""
+    with pytest.raises(ConfigurationError) as info:
+        EventBusConfig.from_mapping(mapping, default_service_name="svc")
+    assert message in str(info.value)

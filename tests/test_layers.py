@@ -60,12 +60,16 @@ MAY_IMPORT: dict[str, set[str]] = {
     # each redis-py release spells a setting; the presence scripts); never the bus.
     "eventbus.gateway": TYPES | {CORE} | REDIS_LEAVES,
     # Integrations use the public package, the worker loop and the testing kit's
-    # RecordingBus (as a bus class setting).
+    # RecordingBus (as a bus class setting); and two pure values of the core, to check
+    # a handler's options or an event before any bus exists (Flask's and Django's
+    # handlers declared at import, Django's publish_on_commit), by the bus's own rules.
     "eventbus.contrib": {
         PUBLIC,
         "eventbus.cli._worker",
         "eventbus.cli._common",
         "eventbus.testing",
+        "eventbus._core.options",
+        "eventbus._core.outgoing",
     },
 }
 

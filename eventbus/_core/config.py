@@ -1,7 +1,8 @@
 """Configuration values: frozen, keyword-only, validated on construction.
 
 Times are in seconds (floats), sizes in bytes. Build a config directly, from a URL
-(:meth:`EventBusConfig.from_url`) or from the environment (:meth:`EventBusConfig.from_env`);
+(:meth:`EventBusConfig.from_url`), from the environment (:meth:`EventBusConfig.from_env`)
+or from a settings mapping (:meth:`EventBusConfig.from_mapping`);
 change one with :func:`attrs.evolve`. Invalid values raise
 :class:`~eventbus.ConfigurationError` (a :class:`ValueError`) naming the field.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
+from eventbus._core.settings import build_nested, check_keys, nested_fields, read_scalar
 from eventbus._errors import ConfigurationError
 
 __all__ = [
@@ -529,6 +531,76 @@ class EventBusConfig:
             fields["log_level"] = env["LOG_LEVEL"]
         fields.update(options)
         return cls(**fields)
+
+    @classmethod
+    def from_mapping(
+        cls,
+        mapping: Mapping[str, Any],
+        *,
+        prefix: str = "",
+        ignore: Collection[str] = (),
+        default_service_name: str | None = None,
+    ) -> EventBusConfig:
+        """A config from a settings mapping (``settings.EVENTBUS``, ``app.config``...).
+
+        Each field is read from its upper-cased name after ``prefix``:
+        ``PUBLISH_TIMEOUT``, or ``EVENTBUS_PUBLISH_TIMEOUT`` with
+        ``prefix="EVENTBUS_"``. ``REDIS``, ``PERFORMANCE`` and ``CLIENT`` take a config
+        or a dict of its fields (upper- or lower-case names). A ``REDIS`` dict and
+        ``KEY_PREFIX`` refine the Redis settings of ``URL`` (ignored by other
+        transports; a ``REDIS`` dict without ``URL`` selects Redis); a ``REDIS``
+        config and ``URL`` exclude each other. A string is read as a number where the
+        field is one (so environment variables work). ``SERVICE_NAME`` defaults to
+        ``default_service_name``, else to the program's name. A key set to None
+        counts as not set. Every key that starts with ``prefix`` must be one of these
+        or of ``ignore`` (the caller's own keys, named without the prefix).
+
+        Example::
+
+            EventBusConfig.from_mapping(
+                {"URL": "redis://localhost:6379/0", "SERVICE_NAME": "photo-api"}
+            )
+            EventBusConfig.from_mapping(app.config, prefix="EVENTBUS_", ignore=["HANDLERS"])
+
+        Raises:
+            ConfigurationError: an unknown key (with the closest known one), or an
+                invalid value; the message names the key.
+        """
+        names = {f"{prefix}{field.name.upper()}": field for field in attrs.fields(cls)}
+        prefix_key = f"{prefix}KEY_PREFIX"
+        check_keys(
+            (k for k in mapping if not prefix or (isinstance(k, str) and k.startswith(prefix))),
+            {*names, prefix_key, *(f"{prefix}{name}" for name in ignore)},
+        )
+        nested: dict[str, type[Any]] = {"performance": PerformanceConfig, "client": ClientConfig}
+        fields: dict[str, Any] = {}
+        redis_fields: dict[str, Any] | None = None
+        for key, field in names.items():
+            value = mapping.get(key)
+            if value is None:
+                continue
+            if field.name in nested:
+                fields[field.name] = build_nested(nested[field.name], key, value)
+            elif field.name == "redis" and not isinstance(value, RedisConfig):
+                redis_fields = nested_fields(RedisConfig, key, value)
+            elif field.name == "url" and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"{key}: must be a non-empty string, got {value!r}")
+            else:
+                fields[field.name] = read_scalar(field.default, key, value)
+        if "url" in fields and "redis" in fields:
+            raise ConfigurationError(f"{prefix}URL and {prefix}REDIS are both set; set one")
+        if redis_fields is not None and "url" not in fields:
+            fields["redis"] = RedisConfig()  # a REDIS dict without a URL selects Redis
+        refine = redis_fields or {}
+        key_prefix = mapping.get(prefix_key)
+        if key_prefix is not None:
+            _check(isinstance(key_prefix, str), prefix_key, f"must be a string, got {key_prefix!r}")
+            refine["key_prefix"] = key_prefix
+        fields.setdefault("service_name", default_service_name or _program_name())
+        config = cls(**fields)
+        if config.redis is not None and refine:
+            config = attrs.evolve(config, redis=attrs.evolve(config.redis, **refine))
+        return config
 
 
 def _program_name() -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_ROOM_LENGTH",
     "MAX_USER_ID_LENGTH",
     "user_room",
+    "validate_event_id",
     "validate_event_type",
     "validate_group",
     "validate_room",
@@ -46,6 +47,8 @@ MAX_USER_ID_LENGTH = 200
 _EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _ROOM_RE = re.compile(r"[A-Za-z0-9_-]+(?:[.:/@+=][A-Za-z0-9_-]+)*")
 _USER_ID_RE = re.compile(r"[A-Za-z0-9_-]+(?:[.:@+][A-Za-z0-9_-]+)*")
+
+_EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _EVENT_TYPE_RULE = "segments of A-Z a-z 0-9 _ - joined by '.'"
 _ROOM_RULE = "segments of A-Z a-z 0-9 _ - joined by one of . : / @ + ="
@@ -125,6 +128,17 @@ def validate_group(group: object) -> str:
     ):
         return group
     raise _invalid("group", group, _EVENT_TYPE_RULE, MAX_GROUP_LENGTH)
+
+
+def validate_event_id(event_id: object) -> str:
+    """Check an id given to ``publish(event_id=...)``: 1-64 of ``A-Z a-z 0-9 _ -``.
+
+    Raises:
+        InvalidNameError: it breaks that rule.
+    """
+    if isinstance(event_id, str) and _EVENT_ID_RE.fullmatch(event_id) is not None:
+        return event_id
+    raise InvalidNameError(f"event_id must be 1-64 of A-Z a-z 0-9 _ -, got {event_id!r}")
 
 
 def user_room(user_id: str) -> str:

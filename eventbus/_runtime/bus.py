@@ -16,25 +16,17 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from eventbus._core.config import EventBusConfig
-from eventbus._core.envelope import SEAL_SIZE, encode, new_event_id, seal, timestamp
-from eventbus._core.filters import compile_filter
+from eventbus._core.envelope import seal
 from eventbus._core.keyspace import Keyspace
-from eventbus._core.names import (
-    user_room,
-    validate_event_type,
-    validate_group,
-    validate_room,
-)
-from eventbus._core.patterns import compile_pattern, validate_pattern
+from eventbus._core.names import validate_group, validate_room
+from eventbus._core.options import GroupOptions, SubscribeOptions
+from eventbus._core.outgoing import Outgoing, Sender, prepare
 from eventbus._core.retry import RetryPolicy
 from eventbus._core.stats import Counters, LatencyWindow
 from eventbus._errors import (
     BusClosedError,
     BusStateError,
-    EventTooLargeError,
-    InvalidNameError,
     TransportError,
-    ValidationError,
 )
 from eventbus._models import (
     ClientInfo,
@@ -48,7 +40,6 @@ from eventbus._models import (
 from eventbus._runtime.batch import Batcher
 from eventbus._runtime.dispatch import Dispatcher, ErrorReporter, Route
 from eventbus._runtime.group_manager import GroupManager
-from eventbus._runtime.groups import GroupOptions
 from eventbus._runtime.health import HEALTH_PING_TIMEOUT, check_health, worst
 from eventbus._runtime.hooks import ErrorHook, GapHook, Hooks
 from eventbus._runtime.presence import Presence
@@ -64,7 +55,6 @@ log = logging.getLogger("eventbus")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "host"
 _instances = itertools.count(1)
 _sub_ids = itertools.count(1)
@@ -152,7 +142,6 @@ class EventBus:
             raise TypeError(f"config must be an EventBusConfig, got {type(config).__name__}")
         self._config = config
         self._keys = Keyspace(prefix=config.key_prefix)
-        self._max_size = config.max_event_size
         self._publish_timeout = config.publish_timeout
         self._routes: dict[str, Route] = {}
         self._group_specs: dict[str, tuple[str, GroupOptions]] = {}  # route id -> group
@@ -174,6 +163,12 @@ class EventBus:
         """
         config = self._config
         self._client_id = f"{config.service_name}:{_HOST}:{os.getpid()}:{next(_instances)}"
+        self._sender = Sender(
+            keys=self._keys,
+            source=config.service_name,
+            publisher=self._client_id,
+            max_size=config.max_event_size,
+        )
         self._state = _State.NEW
         self._lock = threading.RLock()  # lifecycle, subscriptions and rooms; never the hot path
         self._transport: Transport | None = None
@@ -455,10 +450,7 @@ class EventBus:
             PublishBufferFullError: batching is on and its buffer is full.
             BusStateError: the bus is not connected.
         """
-        validate_event_type(event_type)
-        return self._send(
-            self._keys.event_channel(event_type), event_type, data, headers, event_id, timeout
-        )
+        return self._send(prepare(self._sender, event_type, data, headers, event_id), timeout)
 
     def publish_to_room(
         self,
@@ -474,11 +466,8 @@ class EventBus:
 
         Takes the arguments and raises the errors of :meth:`publish`.
         """
-        validate_room(room)
-        validate_event_type(event_type)
-        return self._send(
-            self._keys.room_channel(room), event_type, data, headers, event_id, timeout, room=room
-        )
+        outgoing = prepare(self._sender, event_type, data, headers, event_id, room=room)
+        return self._send(outgoing, timeout)
 
     def publish_to_user(
         self,
@@ -494,18 +483,8 @@ class EventBus:
 
         Takes the arguments and raises the errors of :meth:`publish`.
         """
-        room = user_room(user_id)  # validates the id
-        validate_event_type(event_type)
-        return self._send(
-            self._keys.room_channel(room),
-            event_type,
-            data,
-            headers,
-            event_id,
-            timeout,
-            room=room,
-            user=user_id,
-        )
+        outgoing = prepare(self._sender, event_type, data, headers, event_id, user=user_id)
+        return self._send(outgoing, timeout)
 
     def broadcast(
         self,
@@ -520,53 +499,12 @@ class EventBus:
 
         Takes the arguments and raises the errors of :meth:`publish`.
         """
-        validate_event_type(event_type)
-        return self._send(
-            self._keys.broadcast_channel,
-            event_type,
-            data,
-            headers,
-            event_id,
-            timeout,
-            broadcast=True,
-        )
+        outgoing = prepare(self._sender, event_type, data, headers, event_id, broadcast=True)
+        return self._send(outgoing, timeout)
 
-    def _send(
-        self,
-        channel: str,
-        event_type: str,
-        data: Any,
-        headers: Mapping[str, str] | None,
-        event_id: str | None,
-        timeout: float | None,
-        *,
-        room: str | None = None,
-        user: str | None = None,
-        broadcast: bool = False,
-    ) -> PublishResult:
-        now_ns = time.time_ns()
-        if event_id is None:
-            event_id = new_event_id(now_ns)
-        elif not isinstance(event_id, str) or _EVENT_ID.fullmatch(event_id) is None:
-            raise InvalidNameError(f"event_id must be 1-64 of A-Z a-z 0-9 _ -, got {event_id!r}")
-        body = encode(
-            event_id=event_id,
-            event_type=event_type,
-            source=self._config.service_name,
-            moment=timestamp(now_ns),
-            data=data,
-            publisher=self._client_id,
-            room=room,
-            user=user,
-            broadcast=broadcast,
-            headers=headers,
-        )
-        if len(body) + SEAL_SIZE > self._max_size:
-            raise EventTooLargeError(
-                f"event {event_type} is {len(body)} bytes encoded; the limit is {self._max_size}",
-                size=len(body),
-                limit=self._max_size,
-            )
+    def _send(self, outgoing: Outgoing, timeout: float | None) -> PublishResult:
+        """Number and send an event :func:`prepare` checked and encoded."""
+        channel, event_type, event_id, body, room = outgoing
         transport = self._require_connected()
         counter = self._sequences.get(channel)
         if counter is None:
@@ -651,41 +589,44 @@ class EventBus:
             InvalidPatternError, InvalidFilterError, ValidationError: bad arguments.
             TransportError: the server did not confirm the subscription.
         """
-        validate_pattern(pattern)
-        if not callable(handler):
-            raise ValidationError(f"handler must be callable, got {handler!r}")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-        ):
-            raise ValidationError(f"timeout must be a number > 0 or None, got {timeout!r}")
+        options = SubscribeOptions(
+            pattern=pattern,
+            handler=handler,
+            retry_on_error=retry_on_error,
+            max_retries=max_retries,
+            timeout=timeout,
+            filter=filter,
+            concurrency=concurrency,
+            group=group,
+            group_options=group_options,
+        )
+        return self._subscribe(options)
+
+    def _subscribe(self, options: SubscribeOptions) -> Subscription:
+        """Make the subscription ``options`` describe (checked already)."""
         perf = self._config.performance
-        retries = perf.max_retries if max_retries is None else max_retries
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         route = Route(
             sub_id=f"sub-{next(_sub_ids)}",
-            pattern=compile_pattern(pattern),
-            handler=handler,
-            event_filter=compile_filter(filter),
+            pattern=options.matcher,
+            handler=options.handler,
+            event_filter=options.event_filter,
             retry=RetryPolicy(
-                max_retries=retries if retry_on_error else 0,
+                max_retries=options.retries(perf.max_retries),
                 initial_delay=perf.retry_delay,
                 max_delay=perf.retry_max_delay,
                 jitter=perf.retry_delay,
             ),
-            timeout=timeout,
-            concurrency=concurrency,
+            timeout=options.timeout,
+            concurrency=options.concurrency,
             queue_size=self._config.queue_size,
             overflow=self._config.overflow,
             block_timeout=self._config.block_timeout,
         )
-        if group is not None:
-            return self._subscribe_group(route, group, group_options or GroupOptions())
-        if group_options is not None:
-            raise ValidationError("group_options needs group=")
-        key = self._keys.event_pattern(pattern)
+        if options.group is not None:
+            return self._subscribe_group(
+                route, options.group, options.group_options or GroupOptions()
+            )
+        key = self._keys.event_pattern(options.pattern)
         with self._lock:
             if self._state in _ENDED:
                 raise BusClosedError("this bus was disconnected; create a new EventBus")
@@ -701,10 +642,6 @@ class EventBus:
         return Subscription(self, route)
 
     def _subscribe_group(self, route: Route, group: str, options: GroupOptions) -> Subscription:
-        validate_group(group)
-        if not isinstance(options, GroupOptions):
-            raise ValidationError(f"group_options must be a GroupOptions, got {options!r}")
-        options.start_id()  # a bad start fails here, before any I/O
         # The consumer keeps at most max_in_flight entries in the pool: the queue never
         # overflows, so no entry is dropped unacknowledged.
         route.queue_size = options.max_in_flight + 1

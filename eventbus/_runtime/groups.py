@@ -14,24 +14,22 @@ What users see of it is in docs/groups.md.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import attrs
 
 from eventbus._core.backoff import ReconnectPolicy
 from eventbus._core.envelope import decode
 from eventbus._core.keyspace import Keyspace
+from eventbus._core.options import GroupOptions
 from eventbus._core.patterns import Pattern, compile_pattern
 from eventbus._core.stats import Counters
 from eventbus._errors import (
     BusStateError,
-    ConfigurationError,
     DecodeError,
     EventBusError,
     FilterError,
@@ -51,71 +49,6 @@ log = logging.getLogger("eventbus.groups")
 _CACHE_LIMIT = 10_000
 #: Delays between a consumer's attempts after its reads failed.
 _RETRY = ReconnectPolicy()
-
-
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{attribute.name}: must be a number > 0, got {value!r}")
-
-
-def _positive_int(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{attribute.name}: must be an integer > 0, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class GroupOptions:
-    """How one durable group subscription consumes its stream.
-
-    Example::
-
-        bus.subscribe(
-            "photo.uploaded",
-            make_thumbnail,
-            group="thumbnailer",
-            group_options=GroupOptions(max_deliveries=3, claim_idle=60),
-        )
-
-    Attributes:
-        start: where the consumer group starts when it is created on a stream that
-            already holds entries (a new group's stream is created empty, so it
-            matters when the group was deleted or lost while its stream survived):
-            ``"$"`` (events appended from now on, the default), ``"0"`` (everything
-            still in the stream), or a datetime (entries appended since then).
-        consumer: this consumer's name in the group; default
-            ``<client id>:<subscription id>``, so each process (and each group
-            subscription in it) is its own consumer and a restarted process is a new
-            consumer (the old one's pending events are taken over after
-            ``claim_idle``).
-        batch_size: entries read per round trip.
-        max_in_flight: entries read and not yet finished, at most; reading pauses at it.
-        maxlen: the stream's retention, about this many entries (``XADD MAXLEN ~``);
-            None keeps everything. Every registration writes it: the subscriber that
-            registered the group last sets it for every publisher.
-        claim_idle: seconds an entry may stay unacknowledged with one consumer before
-            another takes it over (a crashed or stuck consumer's events).
-        max_deliveries: deliveries (attempts across consumers, retries not counted)
-            after which a failing entry goes to the dead-letter stream.
-        block: how long one read waits for new entries, seconds.
-    """
-
-    start: str | dt.datetime = "$"
-    consumer: str | None = None
-    batch_size: int = attrs.field(default=10, validator=_positive_int)
-    max_in_flight: int = attrs.field(default=100, validator=_positive_int)
-    maxlen: int | None = 100_000
-    claim_idle: float = attrs.field(default=30.0, validator=_positive)
-    max_deliveries: int = attrs.field(default=5, validator=_positive_int)
-    block: float = attrs.field(default=1.0, validator=_positive)
-
-    def start_id(self) -> str:
-        """The stream id a new consumer group starts after."""
-        if isinstance(self.start, dt.datetime):
-            moment = self.start if self.start.tzinfo else self.start.replace(tzinfo=dt.UTC)
-            return f"{int(moment.timestamp() * 1000)}-0"
-        if self.start in ("$", "0"):
-            return self.start
-        raise ConfigurationError(f"start: must be '$', '0' or a datetime, got {self.start!r}")
 
 
 def group_spec(pattern: str, options: GroupOptions) -> bytes:

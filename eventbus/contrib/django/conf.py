@@ -2,11 +2,11 @@
 
 Keys are upper-case, as Django settings are. Besides the keys of this integration
 (``URL``, ``SERVICE_NAME``, ``KEY_PREFIX``, ``HANDLE_IN_PROCESS``, ``HANDLER_MODULE``,
-``BUS_CLASS``),
-every field of :class:`~eventbus.EventBusConfig` is accepted under its upper-cased name
-(``PUBLISH_TIMEOUT``, ``HANDLER_THREADS``, ``SHUTDOWN_TIMEOUT``...), and the nested
-configs as dictionaries (``REDIS``, ``PERFORMANCE``, ``CLIENT``) with upper-cased
-field names. Anything else, or a value the config rejects, is
+``BUS_CLASS``), every field of :class:`~eventbus.EventBusConfig` is accepted under its
+upper-cased name (``PUBLISH_TIMEOUT``, ``HANDLER_THREADS``, ``SHUTDOWN_TIMEOUT``...),
+and the nested configs as dictionaries (``REDIS``, ``PERFORMANCE``, ``CLIENT``) with
+upper-cased field names; :meth:`EventBusConfig.from_mapping
+<eventbus.EventBusConfig.from_mapping>` reads them. Anything else, or a value the config rejects, is
 :class:`~django.core.exceptions.ImproperlyConfigured`, raised when Django starts and
 before any connection is made.
 """
@@ -15,42 +15,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 import attrs
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
-from eventbus import (
-    ClientConfig,
-    ConfigurationError,
-    EventBus,
-    EventBusConfig,
-    PerformanceConfig,
-    RedisConfig,
-)
+from eventbus import ConfigurationError, EventBus, EventBusConfig
+from eventbus.contrib._settings import bus_class_setting, is_recording
 
 __all__ = ["DjangoSettings", "config_from_settings", "is_recording", "read_settings"]
 
 #: Keys of ``settings.EVENTBUS`` that are not :class:`EventBusConfig` fields.
-_OWN_KEYS = (
-    "URL",
-    "SERVICE_NAME",
-    "KEY_PREFIX",
-    "HANDLE_IN_PROCESS",
-    "HANDLER_MODULE",
-    "BUS_CLASS",
-)
-_NESTED: dict[str, type[Any]] = {
-    "REDIS": RedisConfig,
-    "PERFORMANCE": PerformanceConfig,
-    "CLIENT": ClientConfig,
-}
-_SCALARS = tuple(
-    field.name.upper()
-    for field in attrs.fields(EventBusConfig)
-    if field.name.upper() not in _NESTED and field.name not in ("url", "service_name")
-)
+_OWN_KEYS = ("HANDLE_IN_PROCESS", "HANDLER_MODULE", "BUS_CLASS")
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -81,45 +56,8 @@ class DjangoSettings:
         return is_recording(self.bus_class)
 
 
-def is_recording(bus_class: type[EventBus]) -> bool:
-    """Whether ``bus_class`` is a :class:`~eventbus.testing.RecordingBus` (or a subclass)."""
-    if bus_class is EventBus:
-        return False
-    from eventbus.testing import RecordingBus  # stdlib-only; loaded only for other classes
-
-    return issubclass(bus_class, RecordingBus)
-
-
 def _fail(message: str) -> ImproperlyConfigured:
     return ImproperlyConfigured(f"settings.EVENTBUS: {message}")
-
-
-def _nested(key: str, value: object, cls: type[Any]) -> dict[str, Any]:
-    """The fields of a nested config given as a dict with upper-case keys."""
-    if not isinstance(value, Mapping):
-        raise _fail(f"{key} must be a dict of {cls.__name__} fields, got {value!r}")
-    known = {field.name.upper(): field.name for field in attrs.fields(cls)}
-    fields: dict[str, Any] = {}
-    for name, item in value.items():
-        if name not in known:
-            raise _fail(f"unknown key {key}[{name!r}] (known: {', '.join(sorted(known))})")
-        fields[known[name]] = item
-    return fields
-
-
-def _bus_class(value: object) -> type[EventBus]:
-    """``BUS_CLASS``: an :class:`~eventbus.EventBus` subclass, or its import path."""
-    if isinstance(value, str):
-        try:
-            value = import_string(value.strip())
-        except ImportError as exc:
-            raise _fail(f"BUS_CLASS: cannot import {value!r}: {exc}") from exc
-    if not (isinstance(value, type) and issubclass(value, EventBus)):
-        raise _fail(
-            "BUS_CLASS must be EventBus or a subclass, or its import path such as "
-            f"'eventbus.testing.RecordingBus', got {value!r}"
-        )
-    return value
 
 
 def read_settings(value: object, *, default_service_name: str = "django") -> DjangoSettings:
@@ -127,9 +65,11 @@ def read_settings(value: object, *, default_service_name: str = "django") -> Dja
 
     Does no I/O. ``URL`` is required (``memory://`` for tests); ``SERVICE_NAME``
     defaults to ``default_service_name``; ``KEY_PREFIX`` and ``REDIS`` refine a
-    Redis URL and are ignored for ``memory://``. ``BUS_CLASS`` is imported here;
-    for a :class:`~eventbus.testing.RecordingBus`, ``HANDLE_IN_PROCESS`` defaults to
-    True (its handlers run only when a test calls ``drain()``).
+    Redis URL and are ignored for ``memory://``. The config is read by
+    :meth:`EventBusConfig.from_mapping <eventbus.EventBusConfig.from_mapping>`.
+    ``BUS_CLASS`` is imported here; for a :class:`~eventbus.testing.RecordingBus`,
+    ``HANDLE_IN_PROCESS`` defaults to True (its handlers run only when a test calls
+    ``drain()``).
 
     Example::
 
@@ -141,17 +81,19 @@ def read_settings(value: object, *, default_service_name: str = "django") -> Dja
     """
     if not isinstance(value, Mapping):
         raise _fail(f"must be a dict such as {{'URL': 'redis://localhost:6379/0'}}, got {value!r}")
-    known = (*_OWN_KEYS, *_SCALARS, *_NESTED)
-    unknown = sorted(str(key) for key in value if key not in known)
-    if unknown:
-        raise _fail(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        config = EventBusConfig.from_mapping(
+            value, ignore=_OWN_KEYS, default_service_name=default_service_name
+        )
+        bus_class = bus_class_setting(value.get("BUS_CLASS", EventBus), key="BUS_CLASS")
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from exc
     url = value.get("URL")
     if not isinstance(url, str) or not url:
         raise _fail(
             "URL is required: the transport, e.g. 'redis://localhost:6379/0' "
             f"('memory://' in tests), got {url!r}"
         )
-    bus_class = _bus_class(value.get("BUS_CLASS", EventBus))
     handle_in_process = value.get("HANDLE_IN_PROCESS", is_recording(bus_class))
     if not isinstance(handle_in_process, bool):
         raise _fail(f"HANDLE_IN_PROCESS must be True or False, got {handle_in_process!r}")
@@ -163,24 +105,6 @@ def read_settings(value: object, *, default_service_name: str = "django") -> Dja
             f"HANDLER_MODULE must be a module name such as 'events', or None, "
             f"got {handler_module!r}"
         )
-    fields: dict[str, Any] = {key.lower(): value[key] for key in _SCALARS if key in value}
-    try:
-        if "PERFORMANCE" in value:
-            fields["performance"] = PerformanceConfig(
-                **_nested("PERFORMANCE", value["PERFORMANCE"], PerformanceConfig)
-            )
-        if "CLIENT" in value:
-            fields["client"] = ClientConfig(**_nested("CLIENT", value["CLIENT"], ClientConfig))
-        config = EventBusConfig(
-            service_name=value.get("SERVICE_NAME", default_service_name), url=url, **fields
-        )
-        redis_fields = _nested("REDIS", value.get("REDIS", {}), RedisConfig)
-        if "KEY_PREFIX" in value:
-            redis_fields["key_prefix"] = value["KEY_PREFIX"]
-        if config.redis is not None and redis_fields:
-            config = attrs.evolve(config, redis=attrs.evolve(config.redis, **redis_fields))
-    except ConfigurationError as exc:
-        raise _fail(str(exc)) from exc
     return DjangoSettings(
         config=config,
         handle_in_process=handle_in_process,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import itertools
 import logging
 import os
 import threading
@@ -33,7 +32,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
 from eventbus import (
-    BusStateError,
     Event,
     EventBus,
     EventBusConfig,
@@ -42,6 +40,7 @@ from eventbus import (
     PublishResult,
     Subscription,
 )
+from eventbus._core.options import SubscribeOptions
 from eventbus.contrib.django.conf import DjangoSettings, read_settings
 from eventbus.testing import RecordingBus
 
@@ -61,8 +60,6 @@ log = logging.getLogger("eventbus.contrib.django")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-_check_names = itertools.count(1)
-
 
 def _read_only(options: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(options))
@@ -72,15 +69,26 @@ def _read_only(options: Mapping[str, Any]) -> Mapping[str, Any]:
 class DeclaredHandler:
     """A handler declared with ``@bus.on(...)``, e.g. in an app's ``events.py``.
 
+    Its arguments are checked on construction, by the rules of
+    :meth:`EventBus.subscribe <eventbus.EventBus.subscribe>`: a bad pattern or filter
+    fails while ``events.py`` is imported, in every process, not only where handlers
+    run.
+
     Attributes:
         pattern: the glob pattern on event types.
         handler: the function, as written (undecorated).
         options: the keyword options given to ``on`` (``group``, ``retry_on_error``...).
+
+    Raises:
+        InvalidPatternError, InvalidFilterError, ValidationError: bad arguments.
     """
 
     pattern: str
     handler: Callable[[Event], Any]
     options: Mapping[str, Any] = attrs.field(converter=_read_only)
+
+    def __attrs_post_init__(self) -> None:
+        SubscribeOptions.from_keywords(self.pattern, self.handler, self.options)
 
     @property
     def group(self) -> str | None:
@@ -170,7 +178,6 @@ class DjangoEventBus(EventBus):
         super().__init__(config)
         self._handling = False
         self._started: dict[int, Subscription] = {}  # id(declared handler) -> live one
-        self._checker: EventBus | None = None
         if start_handlers:
             self.start_handlers()
 
@@ -217,13 +224,7 @@ class DjangoEventBus(EventBus):
     def _declare(self, declared: DeclaredHandler) -> None:
         with _registry.lock:
             if self._handling:
-                self._start(declared)  # subscribing checks the arguments
-            else:
-                # Subscribing on a bus that never connects checks pattern, filter
-                # and options exactly as the real bus would, with no I/O.
-                checker = self._checking_bus()
-                sub = checker.subscribe(declared.pattern, declared.handler, **declared.options)
-                checker.unsubscribe(sub.id)
+                self._start(declared)
             _registry.handlers.append(declared)
 
     def _start(self, declared: DeclaredHandler) -> Subscription:
@@ -358,44 +359,6 @@ class DjangoEventBus(EventBus):
         except Exception:  # reported as the result: health_check never raises
             log.debug("health_check: cannot connect", exc_info=True)
         return super().health_check()
-
-    def _checking_bus(self) -> EventBus:
-        """A bus with this one's config that never connects: it checks arguments."""
-        with _registry.lock:
-            if self._checker is None:
-                self._checker = EventBus(
-                    attrs.evolve(
-                        self.config, url=f"memory://eventbus-django-check-{next(_check_names)}"
-                    )
-                )
-            return self._checker
-
-    def _check_publish(
-        self,
-        event_type: str,
-        data: Any = None,
-        *,
-        room: str | None = None,
-        user_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Raise what publishing this would raise for bad input; send nothing.
-
-        Raises:
-            InvalidNameError, SerializationError, EventTooLargeError: bad input.
-        """
-        checker = self._checking_bus()
-        # The checker never connects: a publish on it validates and encodes exactly as
-        # the real one does, then stops at BusStateError, before any I/O.
-        try:
-            if user_id is not None:
-                checker.publish_to_user(user_id, event_type, data, headers=headers)
-            elif room is not None:
-                checker.publish_to_room(room, event_type, data, headers=headers)
-            else:
-                checker.publish(event_type, data, headers=headers)
-        except BusStateError:
-            return
 
 
 # -- the project's bus ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db import transaction
 
+from eventbus._core.outgoing import Sender, prepare
 from eventbus.contrib.django.project import DjangoEventBus, get_bus
 from eventbus.contrib.django.signals import publish_failed
 
@@ -45,7 +46,11 @@ def _defer(
     headers: Mapping[str, str] | None,
     using: str | None,
 ) -> None:
-    get_bus()._check_publish(event_type, data, room=room, user_id=user_id, headers=headers)
+    # The checks and the encoding of the publish itself, now, with nothing sent: bad
+    # input raises in the caller, not after its transaction committed.
+    now = get_bus()
+    sender = Sender.from_config(now.config, publisher=now.client_id)
+    prepare(sender, event_type, data, headers, room=room, user=user_id, broadcast=broadcast)
     # What is sent is what was passed now, not what the caller's objects hold at commit.
     data = copy.deepcopy(data)
     headers = dict(headers) if headers is not None else None

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 from eventbus.cli._common import event_as_json, format_event
 from eventbus.cli._common import listen as listen_loop
 from eventbus.cli._common import sigterm_stops_listening as _stop_on_sigterm
-from eventbus.contrib.flask import _state_of
+from eventbus.contrib.flask._state import state_of
 
 __all__ = ["cli_group"]
 
@@ -122,7 +122,7 @@ def cli_group() -> Any:
                 return bus.broadcast(event_type, payload, headers=header_map)
             return bus.publish(event_type, payload, headers=header_map)
 
-        state = _state_of(None)
+        state = state_of(None)
         bus = state.new_bus()
         try:
             send(bus)  # checks names, data and size before any I/O
@@ -160,7 +160,7 @@ def cli_group() -> Any:
         Uses a bus of its own with the app's config: the app's handlers do not run.
         Exits 1 if --count events did not arrive within --timeout.
         """
-        state = _state_of(None)
+        state = state_of(None)
         chosen = list(patterns) or ["*"]
         events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         bus = state.new_bus()
@@ -218,7 +218,7 @@ def cli_group() -> Any:
         """
         from eventbus.cli._worker import EXIT_OK, run_worker  # only this command needs it
 
-        state = _state_of(None)
+        state = state_of(None)
         bus = state.new_bus(handlers=True)
         note_if_in_process(state.config)
         log_to_stderr()
