@@ -116,7 +116,7 @@ def _matches(pattern: str, text: str) -> bool:
     return result
 
 
-# --- the cases docs/concepts.md promises ---------------------------------------------------------
+# --- the cases docs/concepts.md promises ---------------------------------------------
 
 
 @pytest.mark.parametrize("text", ["photo.uploaded", "photo.processing.completed", "photo.x"])

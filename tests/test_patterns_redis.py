@@ -218,7 +218,8 @@ def test_local_matching_agrees_with_redis_psubscribe(probe: PatternProbe, case: 
 
 
 def test_design_patterns_match_in_redis(probe: PatternProbe) -> None:
-    """The documented pattern rules (docs/concepts.md, "Patterns") hold on the server itself, not only locally."""
+    """The documented pattern rules (docs/concepts.md, "Patterns") hold on the server
+    itself, not only locally."""
     assert probe.matches("photo.*", "photo.uploaded")
     assert probe.matches("photo.*", "photo.processing.completed")
     assert probe.matches("*.processing.*", "photo.processing.started")
