@@ -14,11 +14,12 @@ import threading
 from collections.abc import Sequence
 
 from eventbus._core.keyspace import Keyspace
+from eventbus._core.options import GroupOptions
 from eventbus._core.stats import Counters
 from eventbus._errors import BusStateError, ValidationError
 from eventbus._models import DeadLetter, GroupInfo, GroupStats
 from eventbus._runtime.dispatch import Route
-from eventbus._runtime.groups import GroupConsumer, GroupOptions, GroupRouter, group_spec
+from eventbus._runtime.groups import GroupConsumer, GroupRouter, group_spec
 from eventbus._runtime.hooks import Hooks
 from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import GroupStore, StreamTarget, Transport

@@ -42,7 +42,7 @@ from eventbus._runtime.hooks import Hooks
 from eventbus._runtime.wiring import Executor
 from eventbus._transports.base import GroupStore, StreamEntry, StreamTarget
 
-__all__ = ["GroupConsumer", "GroupOptions", "GroupRouter", "group_spec"]
+__all__ = ["GroupConsumer", "GroupRouter", "group_spec"]
 
 log = logging.getLogger("eventbus.groups")
 
