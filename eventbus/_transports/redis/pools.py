@@ -94,6 +94,9 @@ class RedisPools:
         self._made: list[ConnectionPool] = []
         self._lock = threading.Lock()
         self._closed = False
+        #: How many times :meth:`disconnect` ran: a read that fails in redis-py's buffer
+        #: (``OSError``, ``ValueError``) while this changed lost its connection to it.
+        self.generation = 0
 
     @property
     def closed(self) -> bool:
@@ -234,6 +237,7 @@ class RedisPools:
         connections on their next use.
         """
         with self._lock:
+            self.generation += 1
             made = list(self._made)
         for pool in made:
             pool.disconnect()

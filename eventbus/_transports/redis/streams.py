@@ -220,6 +220,7 @@ class RedisGroupStore:
             command += ["BLOCK", max(1, round(block * 1000))]
         command += ["STREAMS", stream, ">"]
         what = f"read group {group!r} of {stream!r}"
+        generation = self._pools.generation
         try:
             conn: Any = lend(pool)
             try:
@@ -232,10 +233,16 @@ class RedisGroupStore:
         except redis.RedisError as exc:
             raise map_error(exc, what, socket_timeout) from exc
         except (OSError, ValueError, AttributeError) as exc:
-            if not self._pools.closed:
-                raise
-            # stop() closed the socket under the read (redis-py then fails in its buffer)
-            raise TransportConnectionError(f"{what}: the Redis transport stopped") from exc
+            # stop() or disconnect() closed the socket under the read: redis-py then fails
+            # in its buffer (redis-py 5.0 raises ValueError there, later releases a
+            # ConnectionError), which is a lost connection, not a bug.
+            if self._pools.closed:
+                raise TransportConnectionError(f"{what}: the Redis transport stopped") from exc
+            if self._pools.generation != generation:
+                raise TransportConnectionError(
+                    f"{what}: the connection was closed under the read (pools disconnected)"
+                ) from exc
+            raise
         if not reply:  # nil: nothing arrived within the block time
             return []
         entries: list[StreamEntry] = []
