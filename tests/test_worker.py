@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from eventbus import Event, EventBus, PerformanceConfig
+from eventbus._worker import EXIT_OK, EXIT_UNFINISHED, Worker, run_worker
 from eventbus.cli import main
-from eventbus.cli._worker import EXIT_OK, EXIT_UNFINISHED, Worker, run_worker
 
 from _helpers import Recorder, wait_for
 

@@ -8,7 +8,7 @@ A second signal during that shutdown forces the process out at once, as Celery's
 warm / cold shutdown does. :func:`run_worker` is the one-call form::
 
     import sys
-    from eventbus.cli._worker import run_worker
+    from eventbus._worker import run_worker
     from myapp.events import bus  # a module that registered @bus.on handlers
 
     sys.exit(run_worker(bus, name="myapp"))
