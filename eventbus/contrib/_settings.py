@@ -44,6 +44,6 @@ def is_recording(bus_class: type[EventBus]) -> bool:
     """Whether ``bus_class`` is a :class:`~eventbus.testing.RecordingBus` (or a subclass)."""
     if bus_class is EventBus:
         return False
-    from eventbus.testing import RecordingBus  # stdlib-only; loaded only for other classes
+    from eventbus.testing import RecordingBus  # the real bus over memory: no server library
 
     return issubclass(bus_class, RecordingBus)
