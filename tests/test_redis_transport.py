@@ -635,3 +635,40 @@ def test_choosing_a_transport_does_not_import_redis() -> None:
         "assert 'redis' not in sys.modules, 'redis was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_subscribe_the_acl_refuses_fails_at_once_and_leaves_the_link_alone(
+    redis_client: redis.Redis, redis_url: str, make_transport: Factory, names: Callable[[str], str]
+) -> None:
+    """A (P)SUBSCRIBE that an ACL refuses (NOPERM) is a TransportError within a second
+    that names the pattern and Redis's reason; the listener keeps its link (no gap
+    reported) and the subscriptions it has go on receiving."""
+    user, password = f"limited-{uuid.uuid4().hex[:8]}", "limited-password-0123456789"
+    allowed, refused = names("allowed"), names("refused")
+    redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["test:ctl:*", f"{allowed}*"],
+        commands=["+@all"],
+        reset_channels=True,
+    )
+    try:
+        transport, sink = make_transport(redis_url, username=user, password=password)
+        transport.subscribe([allowed], timeout=5.0)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="refused by Redis") as caught:
+            transport.psubscribe([f"{refused}:*"], timeout=5.0)
+        assert time.monotonic() - started < 1.0
+        assert f"{refused}:*" in str(caught.value)
+        assert "NOPERM" in str(caught.value) or "permission" in str(caught.value).lower()
+        with pytest.raises(TransportError, match="refused by Redis"):
+            transport.subscribe([refused], timeout=5.0)
+        transport.publish(allowed, b"still here", timeout=2.0)
+        sink.wait_payload(b"still here")
+        assert transport.link_up()
+        assert sink.links == []  # no DISCONNECTED, no RECONNECTED: no gap
+        transport.subscribe([f"{allowed}:more"], timeout=5.0)  # the link still works
+    finally:
+        redis_client.acl_deluser(user)

@@ -10,6 +10,13 @@ sink, renews it on a fresh connection with the delays of
 :class:`~eventbus._core.backoff.ReconnectPolicy`, subscribes every channel and
 pattern again, waits for Redis to confirm them all, and reports ``RECONNECTED``.
 
+**Refusals.** Redis answers a (P)SUBSCRIBE it refuses (an ACL without the channel:
+``NOPERM``) with one error in place of every confirmation of that command. Replies
+come in the order the commands went out, so the error belongs to the oldest
+(p)subscribe request still unconfirmed: that request fails at once with a
+:class:`~eventbus.TransportError` naming the names and Redis's reason, its names are
+forgotten, and the link and every other subscription stay as they are.
+
 **The watchdog.** Every ``health_check_interval`` seconds it PINGs through its own
 subscribed connection and publishes a heartbeat on the control channel; if the PING's
 reply or the heartbeat has not come back through the subscription within
@@ -28,6 +35,7 @@ one PubSub per node, read from the same single thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -124,6 +132,9 @@ class RedisListener:
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
         self._waiting: dict[tuple[str, str], list[_Request]] = {}
+        # (P)subscribe requests sent on this connection and not yet confirmed, in the
+        # order they went out: a refusal belongs to the oldest (see the docstring).
+        self._unconfirmed: collections.deque[_Request] = collections.deque()
         self._renewing: set[tuple[str, str]] | None = None
         self._probe_deadline: float | None = None
         # What the current probe still waits for: the PING's reply ("pong") and the
@@ -308,7 +319,11 @@ class RedisListener:
                     )
                 else:
                     wait = min(wait, self._probe_deadline - now)
-            message = pubsub.get_message(timeout=max(0.0, wait))
+            try:
+                message = pubsub.get_message(timeout=max(0.0, wait))
+            except redis.ResponseError as exc:  # a refused command; the link is fine
+                self._refused(pubsub, exc)
+                continue
             idle = message is None
             if message is not None:
                 self._handle(message)
@@ -349,6 +364,29 @@ class RedisListener:
             if not request.pending:
                 request.done.set()
 
+    def _refused(self, pubsub: PubSub, error: redis.ResponseError) -> None:
+        """Redis refused a command: fail the oldest unconfirmed (p)subscribe request."""
+        while self._unconfirmed and self._unconfirmed[0].done.is_set():
+            self._unconfirmed.popleft()
+        if not self._unconfirmed:
+            logger.error("Redis refused a command of the listener: %s", error)
+            return
+        request = self._unconfirmed.popleft()
+        kind, names = request.kind, request.names
+        subscribed = self._channels if kind == "subscribe" else self._patterns
+        known = pubsub.channels if kind == "subscribe" else pubsub.patterns
+        for name in names:
+            subscribed.discard(name)
+            known.pop(name, None)  # redis-py's own record, which a renewal would replay
+            waiters = self._waiting.get((kind, name), [])
+            if request in waiters:
+                waiters.remove(request)
+            if not waiters:
+                self._waiting.pop((kind, name), None)
+        logger.warning("Redis refused %s %s: %s", kind, list(names), error)
+        request.error = TransportError(f"{kind} {list(names)!r}: refused by Redis: {error}")
+        request.done.set()
+
     def _drain(self, pubsub: PubSub) -> None:
         """Send every queued request; waiters are registered before the command goes out."""
         while True:
@@ -361,6 +399,8 @@ class RedisListener:
             kind, names = request.kind, request.names
             for name in names:
                 self._waiting.setdefault((kind, name), []).append(request)
+            if kind in _SUBSCRIBE_KINDS:
+                self._unconfirmed.append(request)
             if kind == "subscribe":
                 self._channels.update(names)
                 pubsub.subscribe(*names)
@@ -381,6 +421,9 @@ class RedisListener:
         pubsub.reset()  # closes the old socket and forgets redis-py's own bookkeeping
         self._probe_deadline = None
         self._probe_waiting = set()
+        # The old connection's replies never come; what it still waited for is
+        # subscribed again below, and confirmed by the renewal.
+        self._unconfirmed.clear()
         # A fresh connection has no subscriptions: pending unsubscribes hold already.
         for key in [k for k in self._waiting if k[0] not in _SUBSCRIBE_KINDS]:
             self._confirm(*key)
