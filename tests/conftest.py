@@ -17,6 +17,12 @@ Redis fixtures (see ``tests/_servers.py`` for :class:`RedisServer`):
     server (keyword arguments go to :class:`RedisServer`); every server it started is
     stopped at teardown, whatever the test did. Use it for tests that kill, pause or
     reconfigure a server: the session server must stay healthy and default.
+``sentinel_topology_factory`` (function)
+    ``sentinel_topology_factory(password="pw")`` starts a :class:`SentinelTopology`
+    (``tests/_sentinel.py``: 1 master, 1 replica, 3 sentinels; keyword arguments go to
+    it); every topology it started is stopped at teardown, whatever the test did.
+``sentinel_topology`` (function)
+    One default topology from that factory (service ``mymaster``), about 2 s to start.
 
 Tests that use any of them are marked ``redis`` automatically, so
 ``pytest -m "not redis"`` runs the rest on a machine without Redis. Without a
@@ -35,6 +41,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+from _sentinel import SentinelTopology
 from _servers import RedisServer, live_servers, require_redis_server
 
 # The machines this runs on change speed 3-5x with their load: no per-example deadline.
@@ -46,7 +53,16 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "eventbus"))
 
-_REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "redis_client", "redis_server_factory"})
+_REDIS_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "redis_url",
+        "redis_client",
+        "redis_server_factory",
+        "sentinel_topology",
+        "sentinel_topology_factory",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -141,6 +157,45 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def sentinel_topology_factory() -> Iterator[Callable[..., SentinelTopology]]:
+    """Start Sentinel topologies: ``sentinel_topology_factory(service="mymaster", **kwargs)``.
+
+    Each call returns a started :class:`SentinelTopology` (1 master, 1 replica, 3
+    sentinels); all are stopped at teardown, also when the test failed, killed or
+    paused a node, or a start failed half-way.
+    """
+    binary = require_redis_server()
+    topologies: list[SentinelTopology] = []
+
+    def start(service: str = "mymaster", **kwargs: Any) -> SentinelTopology:
+        kwargs.setdefault("binary", binary)
+        topology = SentinelTopology(service, **kwargs)
+        topologies.append(topology)  # before start(): a failed start is cleaned up too
+        return topology.start()
+
+    try:
+        yield start
+    finally:
+        errors: list[BaseException] = []
+        for topology in reversed(topologies):
+            try:
+                topology.stop()
+            except Exception as exc:  # stop the others before reporting
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def sentinel_topology(
+    sentinel_topology_factory: Callable[..., SentinelTopology],
+) -> SentinelTopology:
+    """A started default :class:`SentinelTopology` (service ``mymaster``, quorum 2,
+    down-after 1000 ms), stopped at teardown."""
+    return sentinel_topology_factory()
 
 
 @pytest.fixture(params=["memory", "redis"])
