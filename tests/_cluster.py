@@ -6,7 +6,7 @@ way ``redis-cli --cluster create`` would, but with plain commands (``CLUSTER
 SET-CONFIG-EPOCH``, ``ADDSLOTSRANGE``, ``MEET``, ``REPLICATE``), so nothing but the
 server binary is needed::
 
-    with ClusterTopology() as cluster:  # 3 masters + 3 replicas, ready in ~1-2 s
+    with ClusterTopology() as cluster:  # 3 masters + 3 replicas, ready in ~2 s
         client = cluster.client()  # a redis.cluster.RedisCluster
         client.set("{user:1}:name", "ada")
         slot = cluster.slot_of("{user:1}:name")
@@ -484,12 +484,12 @@ class ClusterTopology:
                 self._nodes.append(node)  # before start(): a failed start is stopped too
                 try:
                     node.start()
-                except RedisServerStartError:
-                    # A fixed port (data or bus) taken by another process in between:
-                    # try two new ones.
+                except RedisServerStartError as exc:
                     self._nodes.remove(node)
                     node.stop()
-                    if attempt == 3:
+                    # A port (data or bus) taken by another process in between: try
+                    # two new ones. Any other failure is the caller's to see.
+                    if attempt == 3 or "Address already in use" not in str(exc):
                         raise
                     continue
                 taken |= {port, bus}
@@ -497,33 +497,25 @@ class ClusterTopology:
                 break
 
     def _node_args(self, bus_port: int) -> tuple[str, ...]:
-        return (
-            "--cluster-enabled",
-            "yes",
+        settings = {
+            "cluster-enabled": "yes",
             # Relative to --dir, the node's own temporary directory.
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-port",
-            str(bus_port),
-            "--cluster-node-timeout",
-            str(self.node_timeout_ms),
+            "cluster-config-file": "nodes.conf",
+            "cluster-port": str(bus_port),
+            "cluster-node-timeout": str(self.node_timeout_ms),
             # Without it a node that only ever was MEET-ed may report an empty address.
-            "--cluster-announce-ip",
-            HOST,
+            "cluster-announce-ip": HOST,
             # The layout stays as built: no replica wanders to an orphaned master.
-            "--cluster-allow-replica-migration",
-            "no",
+            "cluster-allow-replica-migration": "no",
             # A replica with a stale link (say its master was paused) still fails over.
-            "--cluster-replica-validity-factor",
-            "0",
+            "cluster-replica-validity-factor": "0",
             # Replicas sync at once instead of after the default 5 s wait.
-            "--repl-diskless-sync-delay",
-            "0",
+            "repl-diskless-sync-delay": "0",
             # A stopping master does not wait up to 10 s for a lagging (paused) replica.
-            "--shutdown-timeout",
-            "0",
-            *self.extra_args,
-        )
+            "shutdown-timeout": "0",
+        }
+        args = [arg for name, value in settings.items() for arg in (f"--{name}", value)]
+        return (*args, *self.extra_args)
 
     def _assemble(self, deadline: float) -> None:
         for node in self._nodes:
