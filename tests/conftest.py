@@ -24,6 +24,22 @@ Redis fixtures (see ``tests/_servers.py`` for :class:`RedisServer`):
 ``sentinel_topology`` (function)
     One default topology from that factory (service ``mymaster``), about 2 s to start.
 
+Redis Cluster fixtures (see ``tests/_cluster.py`` for :class:`ClusterTopology`; each
+skips, with the reason, when ``redis-server`` is older than 7.0):
+
+``cluster_topology`` (function)
+    A 3-master + 3-replica cluster shared by the session, with every key deleted
+    before the test, rebuilt first if an earlier test left it changed.
+``cluster_topology_factory`` (function)
+    ``cluster_topology_factory(masters=3, replicas=1, **kwargs)`` starts a cluster of
+    the test's own, stopped at teardown. Use it for tests that kill, pause or
+    restart nodes, fail over or migrate slots.
+
+A cluster takes about 2 s to start whatever the machine: a master does not report
+``cluster_state:ok`` until 2 s after it started (Redis's ``CLUSTER_WRITABLE_DELAY``).
+Hence one shared cluster for tests that only use it (a contract suite cannot pay 2 s
+a test) and clusters of their own for tests that break one.
+
 Tests that use any of them are marked ``redis`` automatically, so
 ``pytest -m "not redis"`` runs the rest on a machine without Redis. Without a
 ``redis-server`` binary those tests are skipped, with the reason; when ``CI`` is set
@@ -41,6 +57,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+from _cluster import ClusterTopology, require_cluster_redis_server
 from _sentinel import SentinelTopology
 from _servers import RedisServer, live_servers, require_redis_server
 
@@ -61,6 +78,8 @@ _REDIS_FIXTURES = frozenset(
         "redis_server_factory",
         "sentinel_topology",
         "sentinel_topology_factory",
+        "cluster_topology",
+        "cluster_topology_factory",
     }
 )
 
@@ -196,6 +215,61 @@ def sentinel_topology(
     """A started default :class:`SentinelTopology` (service ``mymaster``, quorum 2,
     down-after 1000 ms), stopped at teardown."""
     return sentinel_topology_factory()
+
+
+@pytest.fixture(scope="session")
+def _cluster_topology_session() -> Iterator[ClusterTopology]:
+    """The session's shared cluster, started on first use; use ``cluster_topology``."""
+    topology = ClusterTopology(binary=require_cluster_redis_server())
+    try:
+        yield topology.start()
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+def cluster_topology(_cluster_topology_session: ClusterTopology) -> ClusterTopology:
+    """The shared 3-master + 3-replica cluster, as started and with no keys.
+
+    A test that left it changed (a node killed or paused, a failover, a slot moved)
+    costs the next one a rebuild; such tests should use ``cluster_topology_factory``.
+    """
+    topology = _cluster_topology_session
+    if not topology.is_intact():
+        topology.stop()
+        topology.start()
+    topology.flushall()
+    return topology
+
+
+@pytest.fixture
+def cluster_topology_factory() -> Iterator[Callable[..., ClusterTopology]]:
+    """Start clusters of the test's own: ``cluster_topology_factory(masters=3,
+    replicas=1, **kwargs)`` (keyword arguments go to :class:`ClusterTopology`).
+
+    Each call returns a started topology; all are stopped at teardown, also when the
+    test failed or a start failed half-way.
+    """
+    binary = require_cluster_redis_server()
+    topologies: list[ClusterTopology] = []
+
+    def start(masters: int = 3, replicas: int = 1, **kwargs: Any) -> ClusterTopology:
+        kwargs.setdefault("binary", binary)
+        topology = ClusterTopology(masters, replicas, **kwargs)
+        topologies.append(topology)
+        return topology.start()
+
+    try:
+        yield start
+    finally:
+        errors: list[BaseException] = []
+        for topology in reversed(topologies):
+            try:
+                topology.stop()
+            except Exception as exc:  # stop the others before reporting
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(params=["memory", "redis"])
