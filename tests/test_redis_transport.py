@@ -672,3 +672,16 @@ def test_a_subscribe_the_acl_refuses_fails_at_once_and_leaves_the_link_alone(
         transport.subscribe([f"{allowed}:more"], timeout=5.0)  # the link still works
     finally:
         redis_client.acl_deluser(user)
+
+
+def test_confirmed_subscriptions_are_not_remembered_by_the_listener(
+    redis_url: str, make_transport: Factory, names: Callable[[str], str]
+) -> None:
+    """What the listener keeps to attribute a refusal stays as short as the requests in
+    flight: a long-lived bus that joins and leaves rooms does not grow it."""
+    transport, _ = make_transport(redis_url)
+    for n in range(50):
+        transport.subscribe([names(f"room-{n}")], timeout=5.0)
+        transport.unsubscribe([names(f"room-{n}")], timeout=5.0)
+    transport.subscribe([names("last")], timeout=5.0)
+    assert len(transport._listener._unconfirmed) <= 1

@@ -364,10 +364,15 @@ class RedisListener:
             if not request.pending:
                 request.done.set()
 
-    def _refused(self, pubsub: PubSub, error: redis.ResponseError) -> None:
-        """Redis refused a command: fail the oldest unconfirmed (p)subscribe request."""
+    def _forget_confirmed(self) -> None:
+        """Drop the confirmed requests at the head of :attr:`_unconfirmed` (it stays
+        as short as the requests in flight)."""
         while self._unconfirmed and self._unconfirmed[0].done.is_set():
             self._unconfirmed.popleft()
+
+    def _refused(self, pubsub: PubSub, error: redis.ResponseError) -> None:
+        """Redis refused a command: fail the oldest unconfirmed (p)subscribe request."""
+        self._forget_confirmed()
         if not self._unconfirmed:
             logger.error("Redis refused a command of the listener: %s", error)
             return
@@ -400,6 +405,7 @@ class RedisListener:
             for name in names:
                 self._waiting.setdefault((kind, name), []).append(request)
             if kind in _SUBSCRIBE_KINDS:
+                self._forget_confirmed()
                 self._unconfirmed.append(request)
             if kind == "subscribe":
                 self._channels.update(names)
