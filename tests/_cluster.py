@@ -49,6 +49,7 @@ from _servers import (
     find_redis_server,
     free_port,
     require_redis_server,
+    stop_all,
 )
 
 __all__ = [
@@ -361,24 +362,18 @@ class ClusterTopology:
     def stop(self) -> None:
         """Stop every node (by PID, see :meth:`RedisServer.stop`) and close the clients;
         safe to call again, and :meth:`start` may follow."""
-        errors: list[BaseException] = []
         for cluster in self._clients:
             with contextlib.suppress(Exception):
                 cluster.close()
         self._clients.clear()
         self._admins.clear()  # the nodes close them
         # Replicas first: a master that stops before them makes them try a failover.
-        for node in sorted(self._nodes, key=self._is_started_master):
-            try:
-                node.stop()
-            except Exception as exc:  # stop the others before reporting
-                errors.append(exc)
+        nodes = sorted(self._nodes, key=self._is_started_master)
         self._nodes.clear()
         self._ids.clear()
         self._bus_ports.clear()
         self._layout.clear()
-        if errors:
-            raise errors[0]
+        stop_all(nodes)
 
     def __enter__(self) -> ClusterTopology:
         return self.start()

@@ -57,7 +57,7 @@ from urllib.parse import quote
 import attrs
 import redis
 
-from _servers import HOST, RedisServer, find_redis_server
+from _servers import HOST, RedisServer, find_redis_server, stop_all
 
 __all__ = [
     "Address",
@@ -293,14 +293,7 @@ class SentinelTopology:
         Raises:
             Exception: the first error of a stop, after every process was stopped.
         """
-        errors: list[BaseException] = []
-        for server in (*reversed(self.sentinels), *reversed(self.data_servers)):
-            try:
-                server.stop()
-            except Exception as exc:  # stop the others before reporting
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all((*reversed(self.sentinels), *reversed(self.data_servers)))
 
     def __enter__(self) -> SentinelTopology:
         return self.start()

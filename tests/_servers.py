@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -63,6 +63,7 @@ __all__ = [
     "live_servers",
     "redis_version",
     "require_redis_server",
+    "stop_all",
 ]
 
 HOST = "127.0.0.1"
@@ -84,6 +85,23 @@ class _PortTakenError(Exception):
 
 # Every RedisServer that has a process or a temporary directory, until stop().
 _live: set[RedisServer] = set()
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def stop_all(things: Iterable[_Stoppable]) -> None:
+    """Stop each of ``things`` in turn (a server, a topology); if some fail, the others
+    are still stopped, and the first failure is raised at the end."""
+    errors: list[BaseException] = []
+    for thing in things:
+        try:
+            thing.stop()
+        except Exception as exc:  # stop the others before reporting
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def live_servers() -> list[RedisServer]:

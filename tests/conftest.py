@@ -59,7 +59,7 @@ from hypothesis import HealthCheck, settings
 
 from _cluster import ClusterTopology, require_cluster_redis_server
 from _sentinel import SentinelTopology
-from _servers import RedisServer, live_servers, require_redis_server
+from _servers import RedisServer, live_servers, require_redis_server, stop_all
 
 # The machines this runs on change speed 3-5x with their load: no per-example deadline.
 settings.register_profile(
@@ -168,14 +168,7 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     try:
         yield start
     finally:
-        errors: list[BaseException] = []
-        for server in reversed(servers):
-            try:
-                server.stop()
-            except Exception as exc:  # stop the others before reporting
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all(reversed(servers))
 
 
 @pytest.fixture
@@ -198,14 +191,7 @@ def sentinel_topology_factory() -> Iterator[Callable[..., SentinelTopology]]:
     try:
         yield start
     finally:
-        errors: list[BaseException] = []
-        for topology in reversed(topologies):
-            try:
-                topology.stop()
-            except Exception as exc:  # stop the others before reporting
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all(reversed(topologies))
 
 
 @pytest.fixture
@@ -262,14 +248,7 @@ def cluster_topology_factory() -> Iterator[Callable[..., ClusterTopology]]:
     try:
         yield start
     finally:
-        errors: list[BaseException] = []
-        for topology in reversed(topologies):
-            try:
-                topology.stop()
-            except Exception as exc:  # stop the others before reporting
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all(reversed(topologies))
 
 
 @pytest.fixture(params=["memory", "redis"])
