@@ -54,7 +54,7 @@ from redis.connection import (
 )
 
 from eventbus._core.config import RedisConfig
-from eventbus._errors import BusStateError, ValidationError
+from eventbus._errors import BusStateError, TransportConnectionError, ValidationError
 from eventbus._transports.redis.compat import connection_options, lend
 from eventbus._transports.redis.errors import map_error
 
@@ -228,6 +228,21 @@ class RedisPools:
         with self._lock:
             self._closed = True
             self.by_deadline, self._clients, self._read_pools = {}, {}, {}
+
+    def severed(self, generation: int, what: str) -> TransportConnectionError | None:
+        """The error for a command that failed outside redis-py's own errors (an
+        ``OSError`` or ``ValueError`` in its buffer, as redis-py 5.0 raises when a socket
+        is closed under a read), if :meth:`close` or :meth:`disconnect` closed it: the
+        command began when :attr:`generation` was ``generation``. None otherwise: then
+        the failure is a bug, for the caller to re-raise.
+        """
+        if self._closed:
+            return TransportConnectionError(f"{what}: the Redis transport stopped")
+        if self.generation != generation:
+            return TransportConnectionError(
+                f"{what}: the connection was closed under the command (pools disconnected)"
+            )
+        return None
 
     def disconnect(self) -> None:
         """Close every connection of every pool made so far, in use or idle.

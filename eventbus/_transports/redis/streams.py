@@ -45,7 +45,7 @@ from typing import Any, Final
 import redis
 from redis.exceptions import NoScriptError
 
-from eventbus._errors import TransportConnectionError, TransportError
+from eventbus._errors import TransportError
 from eventbus._models import DeadLetter, GroupInfo
 from eventbus._transports.base import StreamEntry, StreamTarget
 from eventbus._transports.redis.compat import lend
@@ -233,16 +233,11 @@ class RedisGroupStore:
         except redis.RedisError as exc:
             raise map_error(exc, what, socket_timeout) from exc
         except (OSError, ValueError, AttributeError) as exc:
-            # stop() or disconnect() closed the socket under the read: redis-py then fails
-            # in its buffer (redis-py 5.0 raises ValueError there, later releases a
-            # ConnectionError), which is a lost connection, not a bug.
-            if self._pools.closed:
-                raise TransportConnectionError(f"{what}: the Redis transport stopped") from exc
-            if self._pools.generation != generation:
-                raise TransportConnectionError(
-                    f"{what}: the connection was closed under the read (pools disconnected)"
-                ) from exc
-            raise
+            # stop() or disconnect() may have closed the socket under the read.
+            severed = self._pools.severed(generation, what)
+            if severed is None:
+                raise
+            raise severed from exc
         if not reply:  # nil: nothing arrived within the block time
             return []
         entries: list[StreamEntry] = []
